@@ -1,0 +1,14 @@
+"""Test-wide setup: 8 simulated CPU devices, float32 defaults, shared fixtures."""
+
+import os
+
+# Must happen before JAX initialises its backends: every test sees 8 CPU devices so that
+# sharding over a ("data", "model") mesh is exercised without accelerators.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
