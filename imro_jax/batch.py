@@ -20,8 +20,9 @@ LABEL = "label"
 QUALITY = "quality"
 CAPTION = "caption"
 CORRUPTION = "corruption"
+EVIDENCE = "evidence"
 
-RESERVED_KEYS = frozenset({MASK, LABEL, QUALITY, CAPTION, CORRUPTION})
+RESERVED_KEYS = frozenset({MASK, LABEL, QUALITY, CAPTION, CORRUPTION, EVIDENCE})
 
 
 def modality_names(batch) -> list[str]:

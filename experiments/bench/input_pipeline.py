@@ -1,0 +1,91 @@
+"""Benchmark: examples/s of the grain input pipeline for each dataset.
+
+  python experiments/bench/input_pipeline.py --data_dir /tmp/tfds \
+      --datasets imro_synth,handwritten --synth_config small --worker_counts 0,2
+
+Builds missing datasets first (imro_synth/default takes minutes; cmu_* need their pickles in the
+manual dir and are skipped otherwise). For each dataset and worker count it times
+``--num_batches`` training batches after ``--warmup`` batches and prints examples/s, batches/s
+and MB/s of numpy batch data. ``measure_pipeline`` is importable so that the train step's
+consumption rate can be printed next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+from imro_jax.data import datasets, make_pipeline
+
+
+def measure_pipeline(data_config, *, split: str = "train", num_batches: int = 50, warmup: int = 5) -> dict:
+    """Times ``num_batches`` training batches of ``make_pipeline`` after ``warmup`` batches.
+
+    Returns:
+      dict with ``examples_per_s``, ``batches_per_s``, ``mb_per_s`` and ``batch_size``.
+    """
+    iterator = make_pipeline(data_config, split=split, train=True, seed=0)
+    try:
+        for _ in range(warmup):
+            next(iterator)
+        start, examples, nbytes = time.perf_counter(), 0, 0
+        for _ in range(num_batches):
+            batch = next(iterator)
+            examples += batch["label"].shape[0]
+            nbytes += sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
+        seconds = time.perf_counter() - start
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
+    return {
+        "examples_per_s": examples / seconds,
+        "batches_per_s": num_batches / seconds,
+        "mb_per_s": nbytes / seconds / 1e6,
+        "batch_size": data_config.batch_size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default="")
+    parser.add_argument("--manual_dir", default="", help="cmu_* pickles")
+    parser.add_argument("--datasets", default="imro_synth,handwritten,cmu_mosi,cmu_mosei")
+    parser.add_argument("--synth_config", default="small", help="imro_synth builder config")
+    parser.add_argument("--worker_counts", default="0,2")
+    parser.add_argument("--num_batches", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    args = parser.parse_args()
+    results = []
+    for name in args.datasets.split(","):
+        overrides = {"data_dir": args.data_dir}
+        if name == "imro_synth":
+            overrides["builder_config"] = args.synth_config
+        if name.startswith("cmu_"):
+            overrides["manual_dir"] = args.manual_dir
+        config = datasets.default_data_config(name, **overrides)
+        try:
+            datasets.prepare_dataset(config)
+        except FileNotFoundError as err:
+            print(f"skip {name}: {str(err).splitlines()[0]}")
+            continue
+        for workers in (int(w) for w in args.worker_counts.split(",")):
+            config.worker_count = workers
+            row = {"dataset": f"{name}/{config.builder_config}", "worker_count": workers}
+            row.update(measure_pipeline(config, num_batches=args.num_batches, warmup=args.warmup))
+            results.append(row)
+            print(
+                f"{row['dataset']:>24s} workers={workers}: {row['examples_per_s']:9.0f} examples/s "
+                f"{row['batches_per_s']:7.1f} batches/s (batch {row['batch_size']}) {row['mb_per_s']:7.1f} MB/s"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
