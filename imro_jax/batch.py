@@ -9,6 +9,9 @@ A batch is a flat-ish dict of arrays with a leading batch axis ``B``:
       "label":   int32[B] (classification) | float32[B] (regression),
       "quality": {"<modality>": float32[B]} (optional: ground-truth reliability q_m in [0, 1]),
       "caption": int32[B, L] (optional: target tokens for the generation head, 0 = padding),
+      "evidence": {"<modality>": int32[B]} (optional: the class each modality's signal supports;
+                                            != label marks a conflicting modality),
+      "corruption": {...} (optional: record of applied corruptions, see imro_jax.data.corruptions),
     }
 
 Data flows one way: builder -> pipeline -> batch -> model -> loss -> step; nothing here imports
