@@ -4,8 +4,12 @@ import os
 
 # Must happen before JAX initialises its backends: every test sees 8 CPU devices so that
 # sharding over a ("data", "model") mesh is exercised without accelerators.
+# The two XLA flags below cut compile time of the many small test programs by about a third on
+# 2 cores; numerics are unaffected (they disable expensive optimisation passes, not precision).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8"
+    + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

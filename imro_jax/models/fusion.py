@@ -1,0 +1,177 @@
+"""Fusion steps: reliability-aware attention (IMRO) and the baselines' fusions.
+
+Token-level fusions produce fused tokens ``[batch, fusion_tokens, dim]`` from learned query
+tokens; decision-level fusions combine unimodal predictions ``[batch, modality, classes]``:
+
+================  =================================================================
+``imro``          Z = sum_m R[:, m] softmax(Q K_m^T / sqrt(d)) V_m, R from the estimator
+``uniform``       the same with R = 1/M over present modalities (paper Sec. 2.1, mean form)
+``concat``        early fusion: one joint self-attention block over queries + all tokens
+``late``          mean of the present modalities' unimodal logits
+``energy``        QMF: logits weighted by their detached energy confidence
+``evidential``    TMC: Dirichlet evidence combined by the reduced Dempster-Shafer rule
+================  =================================================================
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from imro_jax.models import energy, evidential
+from imro_jax.models.layers import EMBEDDING_INIT, annotated, constrain, layer_norm
+from imro_jax.models.spec import ModelSpec
+from imro_jax.models.transformer import MlpBlock, MultiHeadAttention, TransformerBlock
+
+
+def uniform_weights(present: jax.Array) -> jax.Array:
+    """``present / (number present)`` per row, ``[batch, modality]``; all-absent rows are 0."""
+    present = present.astype(jnp.float32)
+    return present / jnp.maximum(jnp.sum(present, axis=-1, keepdims=True), 1.0)
+
+
+class ReliabilityAwareAttention(nn.Module):
+    """Reliability-weighted multi-modality attention, all modalities in one batched call.
+
+    .. math::
+
+        Z = \\sum_m R_{m}\\, \\mathrm{softmax}\\!\\Big(\\frac{Q K_m^\\top}{\\sqrt{d}}\\Big) V_m\\, W_O + b_O,
+        \\qquad K_m = X_m W_K,\\ V_m = X_m W_V,
+
+    computed by folding the modality axis into the batch: one ``dot_product_attention`` over
+    ``[batch * modality, queries, heads, head_dim]`` against each modality's (padded) tokens,
+    then the R-weighted sum over modalities, then the output projection. Because
+    ``sum_m R_m = 1`` for a sample with any modality present, this equals
+    ``sum_m R_m Attention(Q, K_m, V_m)`` exactly (bias included); with ``R = 1/M`` it is the
+    paper's conventional fusion ``sum_m Attention(Q, K_m, V_m)`` (Sec. 2.1) divided by M.
+
+    Masking: padding tokens (``token_mask`` False) get exactly zero attention weight; a modality
+    with ``R = 0`` (absent) contributes exactly zero as long as its tokens are finite (the model
+    zeroes absent inputs before encoding).
+
+    Attributes:
+      num_heads: attention heads.
+      dim: model width.
+    """
+
+    num_heads: int
+    dim: int
+
+    @nn.compact
+    def __call__(
+        self, queries: jax.Array, tokens: jax.Array, token_mask: jax.Array, reliability: jax.Array
+    ) -> jax.Array:
+        """Fuses.
+
+        Args:
+          queries: ``[batch, queries, dim]``.
+          tokens: ``[batch, modality, tokens, dim]``, padded to a common length.
+          token_mask: bool ``[batch, modality, tokens]``; each row needs >= 1 True entry.
+          reliability: ``[batch, modality]`` weights R.
+
+        Returns:
+          ``[batch, queries, dim]``.
+        """
+        batch, num_modalities, length, dim = tokens.shape
+        attention = MultiHeadAttention(self.num_heads, self.dim, name="attention")
+        q = attention.query(queries)  # [B, F, H, hd]
+        q = jnp.broadcast_to(q[:, None], (batch, num_modalities, *q.shape[1:]))
+        key, value = attention.key_value(tokens.reshape(batch * num_modalities, length, dim))
+        per_modality = attention.attend(
+            q.reshape(batch * num_modalities, *q.shape[2:]),
+            key,
+            value,
+            token_mask.reshape(batch * num_modalities, 1, 1, length),
+        )  # [B*M, F, H, hd]
+        per_modality = per_modality.reshape(batch, num_modalities, *per_modality.shape[1:])
+        weighted = jnp.einsum("bm,bmfhk->bfhk", reliability.astype(per_modality.dtype), per_modality)
+        return attention.merge(weighted)
+
+
+class TokenFusion(nn.Module):
+    """Learned fusion query tokens attend to the modalities' tokens: ``imro``/``uniform``/``concat``.
+
+    ``imro``/``uniform``: ``z = q + RAA(LN(q), tokens, R)``, ``z = z + MLP(LN(z))``.
+    ``concat``: one :class:`TransformerBlock` over ``[q; tokens of every present modality]``.
+    Output: ``LN(z)``, ``[batch, fusion_tokens, dim]``.
+    """
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        token_mask: jax.Array,
+        weights: jax.Array,
+        present: jax.Array,
+        *,
+        train: bool,
+    ) -> jax.Array:
+        """Args: tokens ``[B, M, N, dim]``, token_mask bool ``[B, M, N]``, weights ``[B, M]``
+        (R; unused by ``concat``), present bool ``[B, M]``. Returns ``[B, F, dim]``."""
+        spec = self.spec
+        batch, num_modalities, length, dim = tokens.shape
+        queries = self.param(
+            "queries", annotated(EMBEDDING_INIT, (None, "embed")), (spec.fusion_tokens, dim)
+        )
+        z = jnp.broadcast_to(queries, (batch, spec.fusion_tokens, dim))
+        drop = nn.Dropout(spec.dropout)
+        if spec.fusion == "concat":
+            joint = jnp.concatenate([z, tokens.reshape(batch, num_modalities * length, dim)], axis=1)
+            joint_mask = jnp.concatenate(
+                [
+                    jnp.ones((batch, spec.fusion_tokens), bool),
+                    (token_mask & present[:, :, None]).reshape(batch, num_modalities * length),
+                ],
+                axis=1,
+            )
+            z = TransformerBlock(spec.num_heads, spec.mlp_dim, spec.dropout, name="joint_block")(
+                joint, joint_mask, train=train
+            )[:, : spec.fusion_tokens]
+        else:
+            fused = ReliabilityAwareAttention(spec.num_heads, dim, name="reliability_attention")(
+                layer_norm(name="ln_queries")(z), tokens, token_mask, weights
+            )
+            z = z + drop(fused, deterministic=not train)
+            h = MlpBlock(spec.mlp_dim, spec.dropout, name="mlp")(layer_norm(name="ln_mlp")(z), train=train)
+            z = z + drop(h, deterministic=not train)
+        return constrain(layer_norm(name="ln_out")(z), ("batch", "length", "embed"))
+
+
+def decision_fusion(fusion: str, unimodal: jax.Array, present: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Decision-level fusion of unimodal outputs.
+
+    Args:
+      fusion: ``"late"``, ``"energy"`` or ``"evidential"``.
+      unimodal: ``[batch, modality, outputs]`` unimodal head outputs (logits; for regression
+        ``late`` averages the predicted means).
+      present: bool ``[batch, modality]``.
+
+    Returns:
+      ``(fused [batch, outputs], weights [batch, modality])``: the fused prediction (for
+      ``evidential``, ``log alpha`` of the combined Dirichlet, so that ``softmax`` gives its
+      expected class probabilities) and each modality's normalised weight in it (``late``:
+      1/M; ``energy``: relu(confidence) normalised; ``evidential``: ``1 - u_m`` normalised).
+    """
+    if fusion == "late":
+        weights = uniform_weights(present)
+        return jnp.einsum("bm,bmc->bc", weights, unimodal), weights
+    if fusion == "energy":
+        return (
+            energy.energy_fusion(unimodal, present),
+            normalise_confidence(energy.energy_confidence(unimodal), present),
+        )
+    if fusion == "evidential":
+        alpha = evidential.dirichlet_from_logits(unimodal, present)
+        belief_total = 1.0 - evidential.uncertainty_mass(alpha)
+        return jnp.log(evidential.combine_opinions(alpha)), normalise_confidence(belief_total, present)
+    raise ValueError(f"unknown decision fusion {fusion!r}")
+
+
+def normalise_confidence(confidence: jax.Array, present: jax.Array) -> jax.Array:
+    """``relu(c) * present`` normalised per row; rows without positive mass fall back to 1/M."""
+    mass = jnp.where(present, jax.nn.relu(confidence), 0.0)
+    total = jnp.sum(mass, axis=-1, keepdims=True)
+    return jnp.where(total > 0, mass / jnp.where(total > 0, total, 1.0), uniform_weights(present))

@@ -1,0 +1,248 @@
+"""The IMRO model (paper Sec. 4, Fig. 1): encoders -> reliability estimator -> fusion -> head.
+
+``build_model(config.model)`` returns an :class:`IMROModel` (Flax Linen). Its
+``__call__(batch, *, train)`` returns a :class:`ModelOutput`; dropout (and the Gaussian
+embedding's sampling) use the rng stream ``"dropout"``.
+
+Missing and bad inputs (per sample b, modality m, in sorted name order):
+
+* ``present[b, m] = mask[b, m] and usable and has content``: usable = finite values / token ids
+  in range (see :mod:`imro_jax.models.validation`), content = at least one non-padding text token.
+* The input of every non-present modality is replaced by zeros before encoding, and its
+  reliability is exactly 0, so it cannot change sample b's output (nor can a NaN in it).
+* ``valid[b]`` is False when no modality is present or, with ``model.nonfinite="error"``, when
+  sample b had an unusable (NaN/Inf, out-of-range) input in a modality marked present. Eagerly
+  (outside ``jit``) these cases raise ``ValueError`` instead (:func:`validate_batch`); under
+  ``jit`` the invalid samples get ``logits = 0``, ``reliability = 0`` and ``valid = False``, and
+  :func:`imro_jax.models.imro_loss` leaves them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import struct
+
+from imro_jax.batch import CAPTION, LABEL, MASK
+from imro_jax.models.encoders import TrunkSpec, make_encoder
+from imro_jax.models.fusion import TokenFusion, decision_fusion, uniform_weights
+from imro_jax.models.heads import CaptionDecoder, PredictionHead, greedy_decode
+from imro_jax.models.reliability import LabelCritic, ReliabilityEstimator, label_entropy
+from imro_jax.models.spec import TOKEN_FUSIONS, ModelSpec, TextSpec, parse_model_config
+from imro_jax.models.validation import usable_inputs, validate_batch
+
+
+@struct.dataclass
+class ModelOutput:
+    """Everything the loss, the metrics and the robustness evaluation read from a forward pass.
+
+    Shapes: B batch, M modalities (sorted names, ``modalities``), C classes, D model width,
+    F fusion tokens, L caption length, V caption vocabulary.
+
+    Attributes:
+      logits: ``[B, C]`` class logits (``evidential``: log of the combined Dirichlet alpha, so
+        softmax is its expected probability); ``[B]`` regression prediction; ``[B, L, V]``
+        teacher-forced caption logits. Zero where ``valid`` is False.
+      reliability: ``[B, M]`` the modality weights used by the fusion, on the simplex over the
+        present modalities (absent: 0). ``imro``: R from the estimator; ``uniform``/``concat``/
+        ``late``: 1/M (nominal for ``concat``); ``energy``: normalised relu(energy confidence);
+        ``evidential``: normalised belief mass ``1 - u_m``.
+      entropy: ``[B, M]`` the estimator's H in nats (chosen by ``model.reliability.entropy``).
+      mi: ``[B, M]`` the estimator's label-free I = H(Y) - H(q(y | x_m)) in nats.
+      unimodal_logits: ``[B, M, C]`` unimodal head outputs (regression: ``[B, M, 2]`` mean and
+        log-variance; generation: ``[B, M, V]`` bag-of-words logits).
+      present: bool ``[B, M]`` modalities actually used per sample.
+      valid: bool ``[B]`` whether the sample's prediction is defined (see module docstring).
+      pooled: ``[B, M, D]`` per-modality pooled (class-token) embeddings.
+      fused: ``[B, F, D]`` fused tokens (token fusions), None for decision fusions.
+      critic_scores: ``[M, B, B]`` label-critic scores ``f(x_m,i, y_j)`` when the batch has a
+        label (classification/regression), else None; for the InfoNCE term of the loss.
+      embedding_mean, embedding_log_var: ``[B, M, D]`` the Gaussian embedding
+        (``reliability.entropy="gaussian"``), else None.
+      modalities: the modality names, in order (static).
+      task, fusion: ``model.task`` and ``model.fusion`` (static; select the loss pieces).
+      label_entropy: H(Y) in nats used by the MI estimates (static).
+    """
+
+    logits: jax.Array
+    reliability: jax.Array
+    entropy: jax.Array
+    mi: jax.Array
+    unimodal_logits: jax.Array
+    present: jax.Array
+    valid: jax.Array
+    pooled: jax.Array
+    fused: jax.Array | None
+    critic_scores: jax.Array | None
+    embedding_mean: jax.Array | None
+    embedding_log_var: jax.Array | None
+    modalities: tuple[str, ...] = struct.field(pytree_node=False)
+    task: str = struct.field(pytree_node=False)
+    fusion: str = struct.field(pytree_node=False)
+    label_entropy: float = struct.field(pytree_node=False)
+
+
+def _pad_tokens(x: jax.Array, length: int) -> jax.Array:
+    """Zero-pads axis 1 of ``[batch, tokens, ...]`` to ``length``."""
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (0, length - x.shape[1])
+    return jnp.pad(x, pad)
+
+
+def _zero_unless(flag: jax.Array, x: jax.Array) -> jax.Array:
+    """``x`` where the per-sample ``flag [batch]`` is True, else 0."""
+    return jnp.where(flag.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros((), x.dtype))
+
+
+class IMROModel(nn.Module):
+    """Modality encoders, reliability estimator, fusion and task head (see module docstring)."""
+
+    spec: ModelSpec
+
+    def setup(self):
+        s = self.spec
+        trunk = TrunkSpec(s.dim, s.num_heads, s.mlp_dim, s.depth, s.dropout)
+        self.encoders = {name: make_encoder(enc, trunk) for name, enc in s.modalities}
+        self.estimator = ReliabilityEstimator(s)
+        if s.task != "generation":
+            self.critic = LabelCritic(s, s.dim)
+        if s.fusion in TOKEN_FUSIONS:
+            self.token_fusion = TokenFusion(s)
+            if s.task == "generation":
+                self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout)
+            else:
+                self.head = PredictionHead(s.num_outputs if s.task == "classification" else 1)
+
+    def _encode(self, batch: dict, train: bool):
+        """Encodes every modality; returns tokens/masks stacked ``[B, M, ...]`` and presence."""
+        s = self.spec
+        first = batch[s.modality_names[0]]
+        batch_size = first.shape[0]
+        tokens, token_masks, pooled, present, bad = [], [], [], [], []
+        for name, enc_spec in s.modalities:
+            x = jnp.asarray(batch[name])
+            given = jnp.asarray(batch[MASK][name], bool) if MASK in batch else jnp.ones(batch_size, bool)
+            usable = usable_inputs(x, enc_spec)
+            keep = given & usable
+            encoded = self.encoders[name](_zero_unless(keep, x), train=train)
+            if isinstance(enc_spec, TextSpec):
+                keep = keep & jnp.any(encoded.mask[:, 1:], axis=-1)
+            tokens.append(encoded.tokens)
+            token_masks.append(encoded.mask)
+            pooled.append(encoded.pooled)
+            present.append(keep)
+            bad.append(given & ~usable)
+        length = max(t.shape[1] for t in tokens)
+        tokens = jnp.stack([_pad_tokens(t, length) for t in tokens], axis=1)  # [B, M, N, D]
+        token_mask = jnp.stack([_pad_tokens(m, length) for m in token_masks], axis=1)  # [B, M, N]
+        return tokens, token_mask, jnp.stack(pooled, 1), jnp.stack(present, 1), jnp.stack(bad, 1)
+
+    def _caption(self, batch):
+        caption = jnp.asarray(batch[CAPTION])
+        ok = jnp.all((caption >= 0) & (caption < self.spec.decoder.vocab_size), axis=-1)
+        return jnp.where(ok[:, None], caption, 0), ok
+
+    def __call__(self, batch: dict, *, train: bool) -> ModelOutput:
+        """Forward pass.
+
+        Args:
+          batch: the batch dict (see :mod:`imro_jax.batch`); ``caption`` is required for
+            ``task="generation"`` (teacher forcing), ``label`` is optional (it only adds
+            ``critic_scores``).
+          train: dropout and stochastic embeddings on.
+
+        Returns:
+          :class:`ModelOutput`.
+        """
+        s = self.spec
+        validate_batch(batch, s)
+        if s.task == "generation" and CAPTION not in batch:
+            raise ValueError(
+                "task 'generation' needs batch['caption'] (int[batch, length], 0 = padding) for "
+                "teacher forcing; use imro_jax.models.generate to decode without one"
+            )
+        tokens, token_mask, pooled, present, bad = self._encode(batch, train)
+        estimate = self.estimator(pooled, present, train=train)
+        valid = jnp.any(present, axis=-1)
+        if s.nonfinite == "error":
+            valid = valid & ~jnp.any(bad, axis=-1)
+
+        fused = None
+        if s.fusion in TOKEN_FUSIONS:
+            weights = self._token_weights(estimate, present)
+            fused = self.token_fusion(tokens, token_mask, weights, present, train=train)
+            if s.task == "generation":
+                caption, caption_ok = self._caption(batch)
+                valid = valid & caption_ok
+                logits = self.decoder(fused, caption, train=train)
+            else:
+                logits = self.head(fused)
+        else:
+            logits, weights = decision_fusion(s.fusion, estimate.unimodal, present)
+        if s.task == "regression":
+            logits = logits[:, 0]
+
+        critic_scores = None
+        if s.task != "generation" and (LABEL in batch or self.is_initializing()):
+            label = batch[LABEL] if LABEL in batch else jnp.zeros(pooled.shape[0], jnp.int32)
+            critic_scores = self.critic(pooled, jnp.asarray(label))
+            if LABEL not in batch:
+                critic_scores = None
+
+        return ModelOutput(
+            logits=_zero_unless(valid, logits),
+            reliability=weights * valid[:, None],
+            entropy=estimate.entropy,
+            mi=estimate.mi,
+            unimodal_logits=estimate.unimodal,
+            present=present,
+            valid=valid,
+            pooled=pooled,
+            fused=fused,
+            critic_scores=critic_scores,
+            embedding_mean=estimate.embedding_mean,
+            embedding_log_var=estimate.embedding_log_var,
+            modalities=s.modality_names,
+            task=s.task,
+            fusion=s.fusion,
+            label_entropy=label_entropy(s),
+        )
+
+    def _token_weights(self, estimate, present: jax.Array) -> jax.Array:
+        """R for ``imro``; 1/M over the present modalities for ``uniform`` and ``concat``."""
+        return estimate.reliability if self.spec.fusion == "imro" else uniform_weights(present)
+
+    def fuse(self, batch: dict) -> jax.Array:
+        """Fused tokens ``[B, F, D]`` for decoding (eval mode)."""
+        validate_batch(batch, self.spec)
+        tokens, token_mask, pooled, present, _ = self._encode(batch, False)
+        estimate = self.estimator(pooled, present, train=False)
+        weights = self._token_weights(estimate, present)
+        return self.token_fusion(tokens, token_mask, weights, present, train=False)
+
+    def decode(self, context: jax.Array, prefix: jax.Array) -> jax.Array:
+        """Next-token logits ``[B, L, V]`` for a prefix (eval mode)."""
+        return self.decoder(context, prefix, train=False)
+
+
+def build_model(model_config: Any) -> IMROModel:
+    """Builds the model from the ``model`` config section (validated by
+    :func:`imro_jax.models.spec.parse_model_config`)."""
+    return IMROModel(parse_model_config(model_config))
+
+
+def generate(model: IMROModel, variables: Any, batch: dict) -> jax.Array:
+    """Greedy captions ``int32[B, decoder.max_len]`` (0 after the end), one ``lax.scan``.
+
+    jit-compatible: ``jax.jit(functools.partial(generate, model))(variables, batch)``.
+    """
+    spec = model.spec
+    if spec.task != "generation":
+        raise ValueError(f"generate needs task='generation', the model's task is {spec.task!r}")
+    context = model.apply(variables, batch, method=IMROModel.fuse)
+    return greedy_decode(
+        lambda c, p: model.apply(variables, c, p, method=IMROModel.decode), context, spec.decoder.max_len
+    )

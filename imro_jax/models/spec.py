@@ -1,0 +1,237 @@
+"""Typed, validated model specification parsed from the ``model`` section of a config.
+
+``parse_model_config(config.model)`` turns the ``ml_collections.ConfigDict`` into frozen
+dataclasses (hashable, so they can be Flax module attributes). It raises a ``ValueError``
+naming the key for every missing, unknown or ill-typed entry, so that every key in a config is
+one the code uses.
+
+The ``model`` section::
+
+    task          "classification" | "regression" | "generation"
+    fusion        "imro" | "uniform" | "concat" | "late" | "energy" | "evidential"
+    dim, num_heads, mlp_dim, depth, dropout      Transformer sizes (encoders and decoder)
+    fusion_tokens number of learned fusion query tokens
+    nonfinite     "error" | "as_missing"  (NaN/Inf in a modality: raise, or drop that modality
+                  for that sample)
+    reliability   {entropy: "predictive" | "gaussian" | "embedding", eps: float}
+    modalities    {name: {encoder: "text" | "vit" | "spectrogram" | "feature", ...}}
+    num_classes   (classification only)
+    label_variance (regression only) Var(Y) of the training labels, gives H(Y) for the MI
+    decoder       (generation only) {vocab_size, max_len, depth}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+TASKS = ("classification", "regression", "generation")
+FUSIONS = ("imro", "uniform", "concat", "late", "energy", "evidential")
+TOKEN_FUSIONS = ("imro", "uniform", "concat")
+DECISION_FUSIONS = ("late", "energy", "evidential")
+ENTROPY_SOURCES = ("predictive", "gaussian", "embedding")
+NONFINITE_POLICIES = ("error", "as_missing")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSpec:
+    """Token ids ``int32[batch, tokens]`` with 0 = padding; learned positions up to ``max_len``."""
+
+    vocab_size: int
+    max_len: int
+
+    def describe(self) -> str:
+        return f"int[batch, tokens <= {self.max_len}] with ids in [0, {self.vocab_size})"
+
+
+@dataclasses.dataclass(frozen=True)
+class VitSpec:
+    """Images ``float[batch, image_size, image_size, channels]`` cut into square patches."""
+
+    image_size: int
+    patch_size: int
+    channels: int
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"vit: image_size={self.image_size} is not divisible by patch_size={self.patch_size}"
+            )
+
+    def describe(self) -> str:
+        return f"float[batch, {self.image_size}, {self.image_size}, {self.channels}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectrogramSpec:
+    """Raw waveforms ``float[batch, samples]`` (``input="waveform"``) turned into a log-mel
+    spectrogram on the device, or precomputed log-mel ``float[batch, frames, num_mels]``
+    (``input="spectrogram"``); cut into ``patch_frames x patch_mels`` time-frequency patches."""
+
+    input: str
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    num_mels: int
+    fmin: float
+    fmax: float
+    patch_frames: int
+    patch_mels: int
+
+    def __post_init__(self):
+        if self.input not in ("waveform", "spectrogram"):
+            raise ValueError(f"spectrogram: input must be 'waveform' or 'spectrogram', got {self.input!r}")
+        if self.num_mels % self.patch_mels:
+            raise ValueError(
+                f"spectrogram: num_mels={self.num_mels} is not divisible by patch_mels={self.patch_mels}"
+            )
+
+    def describe(self) -> str:
+        if self.input == "waveform":
+            return f"float[batch, samples >= {self.n_fft}] (waveform at {self.sample_rate} Hz)"
+        return f"float[batch, frames, {self.num_mels}] (log-mel spectrogram)"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """A feature vector ``float[batch, input_dim]`` (one token) or a feature sequence
+    ``float[batch, steps, input_dim]`` (one token per step, sinusoidal positions)."""
+
+    input_dim: int
+
+    def describe(self) -> str:
+        return f"float[batch, {self.input_dim}] or float[batch, steps, {self.input_dim}]"
+
+
+ENCODER_SPECS = {"text": TextSpec, "vit": VitSpec, "spectrogram": SpectrogramSpec, "feature": FeatureSpec}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReliabilitySpec:
+    """Reliability estimator choices (see :mod:`imro_jax.models.reliability`)."""
+
+    entropy: str
+    eps: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSpec:
+    """Caption decoder: output vocabulary (0 = padding/end), maximum length, number of blocks."""
+
+    vocab_size: int
+    max_len: int
+    depth: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The whole model. ``modalities`` is sorted by name (the model's modality order)."""
+
+    task: str
+    fusion: str
+    dim: int
+    num_heads: int
+    mlp_dim: int
+    depth: int
+    dropout: float
+    fusion_tokens: int
+    nonfinite: str
+    reliability: ReliabilitySpec
+    modalities: tuple[tuple[str, Any], ...]
+    num_classes: int | None = None
+    label_variance: float | None = None
+    decoder: DecoderSpec | None = None
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.modalities)
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of a unimodal/fused prediction: classes, 2 (mean, log-variance) or vocabulary."""
+        if self.task == "classification":
+            return self.num_classes
+        if self.task == "regression":
+            return 2
+        return self.decoder.vocab_size
+
+
+def _as_dict(section: Any, where: str) -> dict:
+    if hasattr(section, "to_dict"):
+        section = section.to_dict()
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(section).__name__}")
+    return dict(section)
+
+
+def _build(cls, fields: dict, where: str):
+    expected = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing, unknown = required - fields.keys(), fields.keys() - expected
+    if missing or unknown:
+        raise ValueError(
+            f"{where}: expected keys {sorted(expected)}; missing {sorted(missing)}, "
+            f"unknown {sorted(unknown)}"
+        )
+    return cls(**fields)
+
+
+def _choice(value: str, options: tuple[str, ...], where: str) -> str:
+    if value not in options:
+        raise ValueError(f"{where} must be one of {options}, got {value!r}")
+    return value
+
+
+def parse_model_config(model_config: Any) -> ModelSpec:
+    """Validates the ``model`` config section and returns a :class:`ModelSpec`.
+
+    Raises:
+      ValueError: naming the missing/unknown key or the invalid value.
+    """
+    cfg = _as_dict(model_config, "model")
+    task = _choice(cfg.get("task"), TASKS, "model.task")
+    fusion = _choice(cfg.get("fusion"), FUSIONS, "model.fusion")
+    if task != "classification" and fusion in ("energy", "evidential"):
+        raise ValueError(f"model.fusion={fusion!r} needs class logits; task {task!r} has none")
+    if task == "generation" and fusion == "late":
+        raise ValueError("model.fusion='late' averages predictions; use a token fusion for generation")
+    task_keys = {"classification": {"num_classes"}, "regression": {"label_variance"},
+                 "generation": {"decoder"}}
+    for other in TASKS:
+        if other != task and task_keys[other] & cfg.keys():
+            raise ValueError(f"model keys {sorted(task_keys[other])} are only used by task {other!r}")
+
+    modalities_cfg = _as_dict(cfg.get("modalities", {}), "model.modalities")
+    if not modalities_cfg:
+        raise ValueError("model.modalities must name at least one modality")
+    modalities = []
+    for name in sorted(modalities_cfg):
+        entry = _as_dict(modalities_cfg[name], f"model.modalities.{name}")
+        kind = entry.pop("encoder", None)
+        if kind not in ENCODER_SPECS:
+            raise ValueError(
+                f"model.modalities.{name}.encoder must be one of {tuple(ENCODER_SPECS)}, got {kind!r}"
+            )
+        modalities.append((name, _build(ENCODER_SPECS[kind], entry, f"model.modalities.{name}")))
+
+    fields = {k: v for k, v in cfg.items() if k != "modalities"}
+    fields["reliability"] = _build(
+        ReliabilitySpec, _as_dict(cfg.get("reliability", {}), "model.reliability"), "model.reliability"
+    )
+    _choice(fields["reliability"].entropy, ENTROPY_SOURCES, "model.reliability.entropy")
+    _choice(cfg.get("nonfinite"), NONFINITE_POLICIES, "model.nonfinite")
+    if "decoder" in fields:
+        fields["decoder"] = _build(DecoderSpec, _as_dict(fields["decoder"], "model.decoder"), "model.decoder")
+    fields["modalities"] = tuple(modalities)
+    spec = _build(ModelSpec, fields, "model")
+    missing_task_key = task_keys[task] - cfg.keys()
+    if missing_task_key:
+        raise ValueError(f"task {task!r} needs model keys {sorted(missing_task_key)}")
+    if spec.dim % spec.num_heads:
+        raise ValueError(f"model.dim={spec.dim} must be divisible by model.num_heads={spec.num_heads}")
+    return spec
