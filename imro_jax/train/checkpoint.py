@@ -1,0 +1,329 @@
+"""Checkpoints: the one module that talks to Orbax.
+
+A checkpoint at step `t` holds three items, committed together by Orbax's atomic rename:
+  state  the `TrainState` (sharded arrays; restorable onto any mesh),
+  data   the data iterator state of every process (`process_{i}-of-{n}.json`),
+  meta   the step and a fingerprint of every state leaf.
+
+Saves are asynchronous (training continues while the arrays are written). Retention keeps the
+last `keep_last` checkpoints plus the best one by `best_metric`. On restore, a checkpoint whose
+files are missing, unreadable, or whose values do not reproduce their fingerprints is reported,
+moved to `<dir>/../corrupt_checkpoints/` and skipped in favour of the previous one; it is never
+loaded silently. Interrupted saves (Orbax temporary directories) are reported and removed.
+
+The fingerprint of an array `x` with `n` elements, viewed as uint32 words `w_i`, is
+
+    F(x) = sum_i  mix(w_i) * (2654435761 * i + 1 | 1)   (mod 2**32),
+    mix(w) = (w ^ (w >> 16)) * 0x45d9f3b                 (a bijection mod 2**32),
+
+so any change to a single word changes `F`, and the modular sum is exact whatever the sharding
+(restoring onto a different mesh gives the same fingerprint).
+"""
+
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+from imro_jax.train.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+TMP_MARKER = ".orbax-checkpoint-tmp"
+ITEMS = ("state", "data", "meta")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint although some exist, or a checkpoint fails verification."""
+
+
+# ---- data iterator state: one JSON file per process -------------------------------------
+
+
+def _encode_data_state(state: Any) -> dict:
+    if isinstance(state, bytes):
+        payload = {"encoding": "base64", "value": base64.b64encode(state).decode("ascii")}
+    else:
+        payload = {"encoding": "json", "value": state}
+    text = json.dumps(payload["value"], sort_keys=True)
+    payload["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    return payload
+
+
+def _decode_data_state(payload: dict, filename: str) -> Any:
+    text = json.dumps(payload["value"], sort_keys=True)
+    if hashlib.sha256(text.encode()).hexdigest() != payload["sha256"]:
+        raise CheckpointError(f"data iterator state {filename} does not match its checksum")
+    if payload["encoding"] == "base64":
+        return base64.b64decode(payload["value"])
+    return payload["value"]
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """Orbax handler writing each process's data iterator state to its own JSON file."""
+
+    @staticmethod
+    def _filename(directory: epath.Path) -> epath.Path:
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory: epath.Path, args: "DataStateSave") -> None:
+        self._filename(directory).write_text(json.dumps(_encode_data_state(args.state)))
+
+    def restore(self, directory: epath.Path, args: "DataStateRestore" = None) -> Any:
+        filename = self._filename(directory)
+        if not filename.exists():
+            raise CheckpointError(
+                f"missing data iterator state {filename} (saved with another process count?)"
+            )
+        return _decode_data_state(json.loads(filename.read_text()), str(filename))
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+    state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+# ---- fingerprints -----------------------------------------------------------------------
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+    """uint32[] fingerprint of one array (see module docstring)."""
+    if x.dtype == jnp.bool_:
+        words = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 4:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif x.dtype.itemsize == 2:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    elif x.dtype.itemsize == 1:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
+    else:  # 8-byte types -> two uint32 words each
+        words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    words = words.reshape(-1)
+    mixed = (words ^ (words >> 16)) * jnp.uint32(0x45D9F3B)
+    index = jnp.arange(words.size, dtype=jnp.uint32)
+    weights = (index * jnp.uint32(2654435761) + jnp.uint32(1)) | jnp.uint32(1)
+    return jnp.sum(mixed * weights, dtype=jnp.uint32)
+
+
+_tree_fingerprint = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+
+
+def fingerprint(tree) -> dict[str, int]:
+    """`{key path: uint32 fingerprint}` of every array leaf of `tree` (sharding-independent)."""
+    values = jax.device_get(_tree_fingerprint(tree))
+    return {
+        jax.tree_util.keystr(path): int(value)
+        for path, value in jax.tree_util.tree_leaves_with_path(values)
+    }
+
+
+# ---- the manager ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A verified checkpoint: its step, the train state and this process's data state."""
+
+    step: int
+    state: Any
+    data_state: Any
+
+
+class Checkpointer:
+    """Saves and restores `(train state, data iterator state)` under `directory`.
+
+    Args:
+        directory: checkpoint root (created if missing).
+        keep_last: number of most recent checkpoints kept.
+        best_metric: metric name (as passed to `save(metrics=...)`) whose best checkpoint is
+            also kept; "" keeps only the last ones.
+        best_mode: "max" or "min".
+    """
+
+    def __init__(self, directory, *, keep_last: int, best_metric: str = "", best_mode: str = "max"):
+        if keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        if best_mode not in ("max", "min"):
+            raise ConfigError(f"checkpoint.best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.directory = epath.Path(directory)
+        self._best_metric = best_metric
+        self._best_mode = best_mode
+        self._remove_interrupted_saves()
+        policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
+        best_options = {}
+        if best_metric:
+            # Orbax writes metrics to disk (so retention survives restarts) only with a best_fn.
+            # Checkpoints saved without eval metrics rank last.
+            worst = -math.inf if best_mode == "max" else math.inf
+            best_fn = lambda metrics: metrics.get(best_metric, worst)  # noqa: E731
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+            best_options = dict(best_fn=best_fn, best_mode=best_mode)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=True,
+            cleanup_tmp_directories=False,  # done synchronously above
+            create=True,
+            **best_options,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def _remove_interrupted_saves(self) -> None:
+        """Reports and deletes Orbax temporary directories left by an interrupted save."""
+        if self.directory.exists() and jax.process_index() == 0:
+            for path in sorted(self.directory.iterdir()):
+                if TMP_MARKER in path.name:
+                    log.warning("ignoring incomplete checkpoint %s (a save was interrupted); "
+                                "removing it", path)
+                    path.rmtree()
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("imro_checkpoint_cleanup")
+
+    def steps(self) -> list[int]:
+        """Committed checkpoint steps, ascending (not yet verified)."""
+        return sorted(self._manager.all_steps())
+
+    def save(
+        self, step: int, state, data_state: Any, metrics: dict[str, float] | None = None
+    ) -> None:
+        """Starts an asynchronous save of `state` and `data_state` as step `step`.
+
+        Returns once the arrays are copied off the device buffers, so the state may be donated to
+        the next train step right away. `metrics` (e.g. eval metrics) rank the best checkpoint.
+        """
+        meta = {"step": int(step), "fingerprints": fingerprint(state)}
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=DataStateSave(data_state),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            metrics=self._metrics_to_save(metrics),
+            force=True,
+        )
+
+    def _metrics_to_save(self, metrics: dict[str, float] | None) -> dict[str, float] | None:
+        if not self._best_metric:
+            return None
+        return {k: float(v) for k, v in (metrics or {}).items()}
+
+    def restore(self, step: int, abstract_state) -> Restored:
+        """Restores step `step` onto the shardings in `abstract_state` and verifies it.
+
+        Args:
+            step: a committed step.
+            abstract_state: tree of `jax.ShapeDtypeStruct` with `sharding` (any mesh).
+
+        Raises:
+            CheckpointError: values do not match their fingerprints, or the step is inconsistent.
+            Exception: whatever Orbax/TensorStore raise for missing or unreadable files.
+        """
+        restored = self._manager.restore(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=DataStateRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        meta = restored["meta"]
+        if meta["step"] != step:
+            raise CheckpointError(f"checkpoint {step} says it holds step {meta['step']}")
+        actual = fingerprint(restored["state"])
+        bad = sorted(k for k in meta["fingerprints"] if actual.get(k) != meta["fingerprints"][k])
+        if bad or actual.keys() != meta["fingerprints"].keys():
+            raise CheckpointError(
+                f"checkpoint {step}: values differ from their saved fingerprints at {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''} (corrupted files)"
+            )
+        return Restored(step=int(step), state=restored["state"], data_state=restored["data"])
+
+    def restore_latest(self, abstract_state) -> Restored | None:
+        """Restores the newest checkpoint that verifies, skipping (and reporting) corrupted ones.
+
+        Returns:
+            The restored checkpoint, or None when the directory holds no checkpoint.
+
+        Raises:
+            CheckpointError: checkpoints exist but none of them can be restored.
+        """
+        failures = []
+        for step in reversed(self.steps()):
+            try:
+                return self.restore(step, abstract_state)
+            except Exception as error:  # noqa: BLE001 - any failure means "do not use it"
+                reason = " ".join(str(error).split())[:300]
+                log.warning(
+                    "checkpoint %d in %s is corrupted or incomplete (%s: %s); falling back to the "
+                    "previous checkpoint", step, self.directory, type(error).__name__, reason
+                )
+                failures.append(step)
+                self._quarantine(step)
+        if failures:
+            raise CheckpointError(
+                f"no restorable checkpoint in {self.directory}: steps {failures} are corrupted "
+                f"(moved to {self._quarantine_dir()})"
+            )
+        return None
+
+    def _quarantine_dir(self) -> epath.Path:
+        return self.directory.parent / "corrupt_checkpoints"
+
+    def _quarantine(self, step: int) -> None:
+        """Moves a corrupted step out of the manager's way (keeps it for inspection)."""
+        if jax.process_index() == 0:
+            target = self._quarantine_dir() / f"{step}-{int(time.time())}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"imro_checkpoint_quarantine_{step}")
+        self._manager.reload()
+
+    def metrics(self, step: int) -> dict[str, float] | None:
+        """Metrics saved with `step` (None if it was saved without)."""
+        return self._manager.metrics(step)
+
+    def best_step(self) -> int | None:
+        """The step with the best `best_metric` among checkpoints saved with metrics."""
+        if not self._best_metric:
+            return None
+        ranked = [
+            (metrics[self._best_metric], step)
+            for step in self.steps()
+            if (metrics := self.metrics(step)) and self._best_metric in metrics
+        ]
+        if not ranked:
+            return None
+        pick = max if self._best_mode == "max" else min
+        return pick(ranked)[1]
+
+    def wait(self) -> None:
+        """Blocks until the pending asynchronous save is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases Orbax resources."""
+        self._manager.close()

@@ -1,0 +1,71 @@
+"""The device mesh with named axes ("data", "model") sized from the config."""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+MESH_AXES = ("data", "model")
+
+
+class MeshError(ValueError):
+    """The requested mesh does not fit the available devices (message is one line)."""
+
+
+def resolve_mesh_shape(data: int, model: int, num_devices: int) -> tuple[int, int]:
+    """Resolves `(data, model)` axis sizes; `-1` means "all remaining devices".
+
+    Args:
+        data: size of the "data" axis, or -1.
+        model: size of the "model" axis, or -1.
+        num_devices: devices available (all processes together).
+
+    Returns:
+        `(data, model)` with `data * model == num_devices`.
+
+    Raises:
+        MeshError: both are -1, a size is < 1, or the product cannot equal `num_devices`.
+    """
+    sizes = {"data": int(data), "model": int(model)}
+    free = [name for name, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise MeshError("at most one of mesh.data, mesh.model may be -1")
+    for name, size in sizes.items():
+        if size != -1 and size < 1:
+            raise MeshError(f"mesh.{name} must be a positive size or -1, got {size}")
+    fixed = math.prod(size for size in sizes.values() if size != -1)
+    if free:
+        if num_devices % fixed:
+            fixed_desc = " x ".join(f"{n}={s}" for n, s in sizes.items() if s != -1)
+            raise MeshError(
+                f"cannot build mesh ({fixed_desc}) on {num_devices} devices: "
+                f"{num_devices} is not divisible by {fixed}"
+            )
+        sizes[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise MeshError(
+            f"mesh data={sizes['data']} x model={sizes['model']} needs {fixed} devices "
+            f"but {num_devices} are available (use -1 for 'the rest')"
+        )
+    return sizes["data"], sizes["model"]
+
+
+def make_mesh(data: int, model: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """Builds a `("data", "model")` mesh over `devices` (default: every device of every process).
+
+    Args:
+        data: "data" axis size (batch and, with FSDP, large parameters are sharded over it), or -1.
+        model: "model" axis size (attention heads, MLP hidden units), or -1.
+        devices: devices to use; all of them must be used.
+
+    Returns:
+        A `jax.sharding.Mesh` of shape `[data, model]` with `Auto` axis types (GSPMD propagation).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    shape = resolve_mesh_shape(data, model, len(devices))
+    if len(devices) == jax.device_count():
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
+    # A subset of devices (tests, 1-device runs): keep their order.
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 2)

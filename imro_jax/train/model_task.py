@@ -1,0 +1,100 @@
+"""The IMRO model and its datasets as a `Task` for the training loop.
+
+    init    model.init({"params", "dropout"}, batch, train=False)["params"]
+    loss    imro_loss(model.apply(params, batch, train=True), batch, config.loss, step=step)
+    eval    per-example logits, labels and per-modality R, H, I (train=False), summarised over
+            the split by `imro_jax.eval.classification_report` (classification) or MAE/MSE
+            (regression), plus mean R/H/I per modality over the samples where it is present.
+    data    `imro_jax.data.make_pipeline` (the dataset is prepared first if it is missing).
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from imro_jax.batch import LABEL
+from imro_jax.data import make_pipeline, prepare_dataset
+from imro_jax.eval import classification_report
+from imro_jax.models import build_model, imro_loss, validate_batch
+from imro_jax.train.precision import cast_floating
+from imro_jax.train.task import Task
+
+PER_MODALITY = ("reliability", "entropy", "mi")
+
+
+def summarize_outputs(
+    outputs: dict[str, np.ndarray], modalities: tuple[str, ...]
+) -> dict[str, float]:
+    """Split-level metrics from per-example eval outputs.
+
+    Args:
+        outputs: `logits` `[N, C]` (or `[N]` regression), `label` `[N]`, `present` bool `[N, M]`
+            and `reliability`, `entropy`, `mi` `[N, M]` (nats).
+        modalities: the M modality names (sorted).
+
+    Returns:
+        classification: accuracy, nll, ece, auroc; regression: mae, mse; and per modality
+        `reliability/<m>`, `entropy/<m>`, `mi/<m>` averaged where the modality is present.
+    """
+    logits, label = outputs["logits"], outputs[LABEL]
+    if logits.ndim == 2:
+        metrics = classification_report(logits, label)
+    else:
+        error = logits.astype(np.float64) - label.astype(np.float64)
+        metrics = {"mae": float(np.mean(np.abs(error))), "mse": float(np.mean(error**2))}
+    present = outputs["present"]
+    for name in PER_MODALITY:
+        for m, modality in enumerate(modalities):
+            rows = present[:, m]
+            if rows.any():
+                metrics[f"{name}/{modality}"] = float(np.mean(outputs[name][rows, m]))
+    metrics["num_examples"] = float(len(label))
+    return metrics
+
+
+def _prepare_once(data_config: ml_collections.ConfigDict) -> None:
+    """Builds the dataset on process 0 while the others wait (they share the data dir)."""
+    if jax.process_index() == 0:
+        prepare_dataset(data_config)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("imro_prepare_dataset")
+
+
+def model_task(config: ml_collections.ConfigDict) -> Task:
+    """Builds the `Task` for `config` (sections data, model, loss, seed)."""
+    model = build_model(config.model)
+    _prepare_once(config.data)
+
+    def pipeline(split, train, seed, index, count):
+        return make_pipeline(config.data, split=split, train=train, seed=seed,
+                             process_index=index, process_count=count)
+
+    def example_batch():
+        batch = next(pipeline("train", False, 0, 0, 1))
+        validate_batch(batch, config.model)  # eager, readable errors before anything compiles
+        return batch
+
+    def init_fn(rng, batch):
+        return model.init({"params": rng, "dropout": rng}, batch, train=False)["params"]
+
+    def loss_fn(params, batch, rng, step):
+        output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+        return imro_loss(cast_floating(output, jnp.float32), batch, config.loss, step=step)
+
+    def eval_fn(params, batch):
+        output = cast_floating(model.apply({"params": params}, batch, train=False), jnp.float32)
+        outputs = {name: getattr(output, name) for name in PER_MODALITY}
+        return dict(outputs, logits=output.logits, present=output.present, label=batch[LABEL])
+
+    modalities = tuple(sorted(config.model.modalities.keys()))
+    return Task(
+        init_fn=init_fn,
+        loss_fn=loss_fn,
+        eval_fn=eval_fn,
+        summarize_eval=lambda outputs: summarize_outputs(outputs, modalities),
+        example_batch=example_batch,
+        train_data=lambda seed, index, count: pipeline("train", True, seed, index, count),
+        eval_data=lambda split, index, count: pipeline(split, False, 0, index, count),
+    )

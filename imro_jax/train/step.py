@@ -1,0 +1,127 @@
+"""The train and eval steps: each one `jax.jit` with explicit shardings (SPMD over the mesh).
+
+    rng_t          = fold_in(state.rng, t)
+    (L, m), g      = value_and_grad(loss_fn)(params, batch, rng_t, t)
+    ok             = isfinite(L) and isfinite(||g||_2)
+    params, opt    = optimizer update if ok else unchanged          (non-finite guard)
+    skipped       += not ok ;  step += 1
+
+The state is donated (updated in place on device). Activations are laid out by XLA's sharding
+propagation from the parameter and batch shardings; the step is traced without a global mesh, so
+`nn.with_logical_constraint` calls in a model are no-ops (flax 0.12's `DenseGeneral` with
+multi-dimensional logically-partitioned kernels cannot be traced under `jax.set_mesh`: it
+constrains the flat 2-D init kernel with the 3-D names).
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from imro_jax.train import partitioning
+from imro_jax.train.state import TrainState
+
+# (params, batch, rng, step) -> (loss, metrics)
+LossFn = Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+EvalFn = Callable[[Any, dict], dict]  # (params, batch) -> metrics
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    accumulation_steps: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step with the non-finite guard (pure; jit it with `make_train_step`).
+
+    Args:
+        state: the current train state.
+        batch: global batch dict, leading axis `[batch, ...]`.
+        loss_fn: `(params, batch, rng, step) -> (scalar loss, metrics dict of scalars)`; `step`
+            is the int32[] number of steps taken before this one.
+        optimizer: the Optax chain (already gradient-accumulating if `accumulation_steps > 1`).
+        schedule: learning-rate schedule (for the logged `lr`).
+        accumulation_steps: micro-steps per optimizer update.
+
+    Returns:
+        `(new_state, metrics)`; metrics add `loss`, `grad_norm` (before clipping), `lr`,
+        `skipped` (total) and `finite` (1.0 if this step was applied).
+    """
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, rng, state.step
+    )
+    grad_norm = optax.tree.norm(grads)
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep_if_finite = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    skipped = state.skipped + jnp.logical_not(finite).astype(jnp.int32)
+    num_updates = (state.step - state.skipped) // accumulation_steps
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep_if_finite(new_params, state.params),
+        opt_state=keep_if_finite(new_opt_state, state.opt_state),
+        skipped=skipped,
+    )
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=grad_norm,
+        lr=jnp.asarray(schedule(num_updates), jnp.float32),
+        skipped=skipped,
+        finite=finite.astype(jnp.float32),
+    )
+    return new_state, metrics
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    accumulation_steps: int,
+    state_shardings: TrainState,
+    mesh: Mesh,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Jits `train_step` with explicit in/out shardings and the state donated.
+
+    Returns:
+        `step(state, batch) -> (state, metrics)`; `batch` leaves are global arrays sharded
+        `[batch -> "data"]` (see `imro_jax.train.input`); metrics are replicated scalars.
+    """
+    step = functools.partial(
+        train_step,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        schedule=schedule,
+        accumulation_steps=accumulation_steps,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
+        out_shardings=(state_shardings, partitioning.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(
+    eval_fn: EvalFn,
+    *,
+    params_shardings: Any,
+    mesh: Mesh,
+) -> Callable[[Any, dict], dict]:
+    """Jits `eval_fn(params, batch) -> metrics` over the mesh (params not donated).
+
+    Metric leaves with a leading batch axis stay sharded over "data"; scalars are replicated.
+    """
+    return jax.jit(eval_fn, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)))
+

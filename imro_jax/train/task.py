@@ -1,0 +1,37 @@
+"""What the generic training loop needs from a model and a dataset, as plain functions.
+
+`imro_jax.train.model_task.model_task(config)` builds it from `imro_jax.models` and
+`imro_jax.data`; tests build it from a small stand-in model. The loop never imports a model.
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A trainable problem.
+
+    Attributes:
+        init_fn: `(rng, batch) -> params` whose leaves are `nn.LogicallyPartitioned`.
+        loss_fn: `(params, batch, rng, step) -> (scalar loss, {name: scalar})`, training mode.
+        eval_fn: `(params, batch) -> {name: array[B, ...]}` per-example outputs, eval mode.
+        summarize_eval: `{name: np.ndarray[N, ...]} -> {metric: float}` over a whole split.
+        example_batch: `() -> numpy batch`, identical on every process (shapes for init).
+        train_data: `(seed, process_index, process_count) -> iterator` of per-process numpy
+            batches with `get_state()` / `set_state(state)`.
+        eval_data: `(split, process_index, process_count) -> finite iterable` of per-process
+            numpy batches (the last one may be smaller).
+    """
+
+    init_fn: Callable[[jax.Array, dict], Any]
+    loss_fn: Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+    eval_fn: Callable[[Any, dict], dict]
+    summarize_eval: Callable[[dict[str, np.ndarray]], dict[str, float]]
+    example_batch: Callable[[], dict]
+    train_data: Callable[[int, int, int], Iterator[dict]]
+    eval_data: Callable[[str, int, int], Iterable[dict]]
