@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout = 0.1
     config.model.fusion_tokens = 1  # one token per view: attention reduces to an R-weighted sum
     config.model.nonfinite = "error"  # NaN/Inf in a view: error | as_missing
+    config.model.remat = False  # recompute Transformer blocks in backward (less memory, ~+1 fwd)
     config.model.reliability = ml_collections.ConfigDict(dict(entropy="predictive", eps=1e-6))
     config.model.modalities = ml_collections.ConfigDict()
     for name, dim in VIEW_DIMS.items():

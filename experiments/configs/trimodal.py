@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout = 0.0
     config.model.fusion_tokens = 4  # learned query tokens of the fusion attention
     config.model.nonfinite = "error"  # NaN/Inf in a modality: error | as_missing
+    config.model.remat = False  # recompute Transformer blocks in backward (less memory, ~+1 fwd)
     # H: predictive | gaussian | embedding (see imro_jax.models.reliability); eps of R = I/(H+eps)
     config.model.reliability = ml_collections.ConfigDict(dict(entropy="predictive", eps=1e-6))
     config.model.modalities = ml_collections.ConfigDict()

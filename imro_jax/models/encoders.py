@@ -11,6 +11,11 @@ how they embed:
   frequency-patch positions plus sinusoidal time positions, so any clip length works.
 * :class:`FeatureEncoder`: a feature vector (one token) or a feature sequence (one token per
   step, sinusoidal positions).
+
+Dtypes: a floating input keeps its dtype (float32, or bfloat16 under
+``train.compute_dtype="bfloat16"``), an integer one (e.g. uint8 pixels) becomes float32, and
+the computation follows it and the parameters' dtype. The log-mel spectrogram is always
+computed in float32 (power spectra span many decades) and only its result is cast.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from imro_jax.models import spectrogram
 from imro_jax.models.layers import (
     EMBEDDING_INIT,
     annotated,
+    as_floating,
     dense,
     learned_positions,
     sinusoidal_positions,
@@ -44,6 +50,7 @@ class TrunkSpec:
     mlp_dim: int
     depth: int
     dropout: float
+    remat: bool = False
 
 
 class Encoded(NamedTuple):
@@ -75,7 +82,7 @@ class EncoderTrunk(nn.Module):
         mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
         x = TransformerStack(
             self.trunk.depth, self.trunk.num_heads, self.trunk.mlp_dim, self.trunk.dropout,
-            name="transformer",
+            remat=self.trunk.remat, name="transformer",
         )(x, mask, train=train)
         return Encoded(x, mask, x[:, 0])
 
@@ -110,7 +117,7 @@ class ViTEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> Encoded:
-        patches = image_patches(images.astype(jnp.float32), self.spec.patch_size)
+        patches = image_patches(as_floating(images), self.spec.patch_size)
         x = dense(self.trunk.dim, ("patch", "embed"), name="patch_embed")(patches)
         x = x + learned_positions(self, "positions", patches.shape[1], self.trunk.dim)
         return EncoderTrunk(self.trunk, name="trunk")(
@@ -137,14 +144,18 @@ class SpectrogramEncoder(nn.Module):
     trunk: TrunkSpec
 
     def log_mel(self, audio: jax.Array) -> jax.Array:
-        """The log-mel spectrogram ``[batch, frames, num_mels]`` of the input."""
+        """The log-mel spectrogram ``[batch, frames, num_mels]`` of the input.
+
+        Computed in float32 from the waveform and cast to the input's floating dtype.
+        """
         s = self.spec
+        audio = as_floating(audio)
         if s.input == "spectrogram":
-            return audio.astype(jnp.float32)
+            return audio
         return spectrogram.log_mel_spectrogram(
             audio, sample_rate=s.sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
             num_mels=s.num_mels, fmin=s.fmin, fmax=s.fmax,
-        )
+        ).astype(audio.dtype)
 
     @nn.compact
     def __call__(self, audio: jax.Array, *, train: bool) -> Encoded:
@@ -156,7 +167,7 @@ class SpectrogramEncoder(nn.Module):
             )
         x = dense(self.trunk.dim, ("patch", "embed"), name="patch_embed")(patches)
         x = x + learned_positions(self, "freq_positions", freq_patches, self.trunk.dim)[None, None]
-        x = x + sinusoidal_positions(time_patches, self.trunk.dim)[None, :, None]
+        x = x + sinusoidal_positions(time_patches, self.trunk.dim, x.dtype)[None, :, None]
         x = x.reshape(b, time_patches * freq_patches, self.trunk.dim)
         return EncoderTrunk(self.trunk, name="trunk")(x, jnp.ones(x.shape[:2], bool), train=train)
 
@@ -169,13 +180,13 @@ class FeatureEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> Encoded:
-        features = features.astype(jnp.float32)
+        features = as_floating(features)
         is_sequence = features.ndim == 3
         if not is_sequence:
             features = features[:, None, :]
         x = dense(self.trunk.dim, ("patch", "embed"), name="project")(features)
         if is_sequence:
-            x = x + sinusoidal_positions(x.shape[1], self.trunk.dim)[None]
+            x = x + sinusoidal_positions(x.shape[1], self.trunk.dim, x.dtype)[None]
         return EncoderTrunk(self.trunk, name="trunk")(x, jnp.ones(x.shape[:2], bool), train=train)
 
 

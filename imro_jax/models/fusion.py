@@ -22,7 +22,7 @@ from flax import linen as nn
 from imro_jax.models import energy, evidential
 from imro_jax.models.layers import EMBEDDING_INIT, annotated, constrain, layer_norm
 from imro_jax.models.spec import ModelSpec
-from imro_jax.models.transformer import MlpBlock, MultiHeadAttention, TransformerBlock
+from imro_jax.models.transformer import MlpBlock, MultiHeadAttention, block_class
 
 
 def uniform_weights(present: jax.Array) -> jax.Array:
@@ -127,8 +127,8 @@ class TokenFusion(nn.Module):
                 ],
                 axis=1,
             )
-            z = TransformerBlock(spec.num_heads, spec.mlp_dim, spec.dropout, name="joint_block")(
-                joint, joint_mask, train=train
+            z = block_class(spec.remat)(spec.num_heads, spec.mlp_dim, spec.dropout, name="joint_block")(
+                joint, joint_mask, train
             )[:, : spec.fusion_tokens]
         else:
             fused = ReliabilityAwareAttention(spec.num_heads, dim, name="reliability_attention")(
@@ -154,7 +154,15 @@ def decision_fusion(fusion: str, unimodal: jax.Array, present: jax.Array) -> tup
       ``evidential``, ``log alpha`` of the combined Dirichlet, so that ``softmax`` gives its
       expected class probabilities) and each modality's normalised weight in it (``late``:
       1/M; ``energy``: relu(confidence) normalised; ``evidential``: ``1 - u_m`` normalised).
+      Both in the dtype of ``unimodal``; ``energy`` and ``evidential`` (log-sum-exp, Dirichlet
+      evidence) are computed in float32 and cast.
     """
+    fused, weights = _decision_fusion_f32(fusion, unimodal.astype(jnp.float32), present)
+    return fused.astype(unimodal.dtype), weights.astype(unimodal.dtype)
+
+
+def _decision_fusion_f32(fusion: str, unimodal: jax.Array, present: jax.Array):
+    """:func:`decision_fusion` on float32 ``unimodal``."""
     if fusion == "late":
         weights = uniform_weights(present)
         return jnp.einsum("bm,bmc->bc", weights, unimodal), weights

@@ -51,12 +51,14 @@ class CaptionDecoder(nn.Module):
     Attributes:
       spec: decoder sizes (vocabulary, max length, depth).
       num_heads, mlp_dim, dropout: Transformer sizes shared with the encoders.
+      remat: rematerialise the Transformer blocks (``model.remat``).
     """
 
     spec: DecoderSpec
     num_heads: int
     mlp_dim: int
     dropout: float
+    remat: bool = False
 
     @nn.compact
     def __call__(self, context: jax.Array, prefix: jax.Array, *, train: bool) -> jax.Array:
@@ -83,7 +85,7 @@ class CaptionDecoder(nn.Module):
         x = x + learned_positions(self, "positions", self.spec.max_len, dim)[:length]
         x = TransformerStack(
             self.spec.depth, self.num_heads, self.mlp_dim, self.dropout,
-            causal=True, cross_attention=True, name="transformer",
+            causal=True, cross_attention=True, remat=self.remat, name="transformer",
         )(
             x, jnp.ones((batch, length), bool), train=train,
             context=context, context_mask=jnp.ones(context.shape[:2], bool),

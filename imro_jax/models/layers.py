@@ -88,17 +88,24 @@ class ModalityDense(nn.Module):
         return jnp.einsum("...mi,mio->...mo", x, kernel) + bias
 
 
-def sinusoidal_positions(length: int, dim: int) -> jax.Array:
-    """Fixed sinusoidal position codes (Vaswani et al. 2017), ``[length, dim]``.
+def as_floating(x: jax.typing.ArrayLike) -> jax.Array:
+    """``x`` unchanged if it is floating point (float32 or the bfloat16 compute dtype), else float32."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
-    ``P[t, 2i] = sin(t / 10000^(2i/dim))``, ``P[t, 2i+1] = cos(t / 10000^(2i/dim))``.
+
+def sinusoidal_positions(length: int, dim: int, dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """Fixed sinusoidal position codes (Vaswani et al. 2017), ``[length, dim]`` in ``dtype``.
+
+    ``P[t, 2i] = sin(t / 10000^(2i/dim))``, ``P[t, 2i+1] = cos(t / 10000^(2i/dim))``; computed in
+    float64 and rounded once to ``dtype`` (the activations' dtype, so bf16 stays bf16).
     """
     position = np.arange(length, dtype=np.float64)[:, None]
     rate = np.exp(-np.log(10000.0) * np.arange(0, dim, 2, dtype=np.float64) / dim)
     table = np.zeros((length, dim), dtype=np.float64)
     table[:, 0::2] = np.sin(position * rate)
     table[:, 1::2] = np.cos(position * rate)[:, : dim // 2]
-    return jnp.asarray(table, dtype=jnp.float32)
+    return jnp.asarray(table, dtype=dtype)
 
 
 def learned_positions(module: nn.Module, name: str, length: int, dim: int) -> jax.Array:

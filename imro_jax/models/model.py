@@ -104,7 +104,7 @@ class IMROModel(nn.Module):
 
     def setup(self):
         s = self.spec
-        trunk = TrunkSpec(s.dim, s.num_heads, s.mlp_dim, s.depth, s.dropout)
+        trunk = TrunkSpec(s.dim, s.num_heads, s.mlp_dim, s.depth, s.dropout, s.remat)
         self.encoders = {name: make_encoder(enc, trunk) for name, enc in s.modalities}
         self.estimator = ReliabilityEstimator(s)
         if s.task != "generation":
@@ -112,7 +112,7 @@ class IMROModel(nn.Module):
         if s.fusion in TOKEN_FUSIONS:
             self.token_fusion = TokenFusion(s)
             if s.task == "generation":
-                self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout)
+                self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout, s.remat)
             else:
                 self.head = PredictionHead(s.num_outputs if s.task == "classification" else 1)
 

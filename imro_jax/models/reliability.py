@@ -31,6 +31,10 @@ and returns
 * ``reliability[b, m]`` = :func:`imro_jax.info.reliability_scores` (mi, entropy) on the simplex over
   the modalities present for sample b (absent ones get exactly 0).
 
+Entropies, the MI estimate and R are computed in float32 from (upcast) logits/log-variances
+whatever the compute dtype, then cast to it: a bfloat16 softmax/log-sum-exp and the ratio
+I / (H + eps) would lose the small differences R is made of.
+
 Default choice, by experiment (``entropy="predictive"`` with the loss's
 ``mi_bound="barber_agakov"`` and ``unimodal_weight=1``): a synthetic 2-view, 4-class task where
 view b is very informative but replaced by noise for a random half of the samples (train and
@@ -147,15 +151,16 @@ class ReliabilityEstimator(nn.Module):
         if spec.task == "regression":
             unimodal = unimodal.at[..., 1].set(bounded_log_variance(unimodal[..., 1]))
 
-        pred_entropy = predictive_entropy(unimodal, spec.task)
+        pred_entropy = predictive_entropy(unimodal.astype(jnp.float32), spec.task)
         if source == "predictive":
             entropy = pred_entropy
         elif source == "gaussian":
-            entropy = gaussian_entropy(log_var)
+            entropy = gaussian_entropy(log_var.astype(jnp.float32))
         else:  # "embedding"
-            entropy = categorical_entropy(pooled)
+            entropy = categorical_entropy(pooled.astype(jnp.float32))
         mi = label_entropy(spec) - pred_entropy
         reliability = reliability_scores(mi, entropy, eps=spec.reliability.eps, mask=present)
+        entropy, mi, reliability = (x.astype(unimodal.dtype) for x in (entropy, mi, reliability))
         return ReliabilityEstimate(unimodal, entropy, mi, reliability, mean, log_var)
 
 
@@ -186,7 +191,7 @@ class LabelCritic(nn.Module):
             )
             h = table[label]
         else:
-            y = label.astype(jnp.float32)[:, None]
+            y = label.astype(pooled.dtype)[:, None]
             h = dense(self.features, ("embed", "mlp"), name="label_proj")(
                 nn.gelu(dense(self.features, ("classes", "mlp"), name="label_hidden")(y))
             )

@@ -18,6 +18,8 @@ The ``model`` section::
     num_classes   (classification only)
     label_variance (regression only) Var(Y) of the training labels, gives H(Y) for the MI
     decoder       (generation only) {vocab_size, max_len, depth}
+    remat         bool, rematerialise every Transformer block in the backward pass (saves
+                  activation memory for ~one extra forward; optional, default False)
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class ModelSpec:
     num_classes: int | None = None
     label_variance: float | None = None
     decoder: DecoderSpec | None = None
+    remat: bool = False
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -232,6 +235,8 @@ def parse_model_config(model_config: Any) -> ModelSpec:
     missing_task_key = task_keys[task] - cfg.keys()
     if missing_task_key:
         raise ValueError(f"task {task!r} needs model keys {sorted(missing_task_key)}")
+    if not isinstance(spec.remat, bool):
+        raise ValueError(f"model.remat must be a bool, got {spec.remat!r}")
     if spec.dim % spec.num_heads:
         raise ValueError(f"model.dim={spec.dim} must be divisible by model.num_heads={spec.num_heads}")
     return spec

@@ -77,7 +77,8 @@ class Run:
             return dict(self.task.eval_fn(params, batch), **{VALID: valid})
 
         return step_lib.make_eval_step(
-            eval_with_valid, params_shardings=self.shardings.params, mesh=self.mesh
+            eval_with_valid, params_shardings=self.shardings.params, mesh=self.mesh,
+            rules=self.rules,
         )
 
 
@@ -201,6 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
         accumulation_steps=config.optimizer.accumulation_steps,
         state_shardings=run.shardings,
         mesh=run.mesh,
+        rules=run.rules,
     )
     eval_step = run.eval_step() if config.train.eval_every else None
     prefetcher = input_lib.Prefetcher(

@@ -6,11 +6,11 @@
     params, opt    = optimizer update if ok else unchanged          (non-finite guard)
     skipped       += not ok ;  step += 1
 
-The state is donated (updated in place on device). Activations are laid out by XLA's sharding
-propagation from the parameter and batch shardings; the step is traced without a global mesh, so
-`nn.with_logical_constraint` calls in a model are no-ops (flax 0.12's `DenseGeneral` with
-multi-dimensional logically-partitioned kernels cannot be traced under `jax.set_mesh`: it
-constrains the flat 2-D init kernel with the 3-D names).
+The state is donated (updated in place on device). Given the logical-axis `rules`, the jitted
+step is traced and run under `jax.set_mesh(mesh)` and `flax.linen.logical_axis_rules(rules)`,
+so the model's activation constraints (`imro_jax.models.layers.constrain`, e.g.
+`[batch, length, embed] -> ("data", None, None)`) become real `with_sharding_constraint`s;
+without rules they are no-ops and XLA's sharding propagation alone lays out activations.
 """
 
 import functools
@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 from jax.sharding import Mesh
 
 from imro_jax.train import partitioning
@@ -91,8 +92,13 @@ def make_train_step(
     accumulation_steps: int,
     state_shardings: TrainState,
     mesh: Mesh,
+    rules: partitioning.LogicalRules | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Jits `train_step` with explicit in/out shardings and the state donated.
+
+    Args:
+        rules: the logical-axis rules; when given, the model's activation sharding constraints
+            are applied (see `under_mesh`), otherwise they are no-ops.
 
     Returns:
         `step(state, batch) -> (state, metrics)`; `batch` leaves are global arrays sharded
@@ -105,12 +111,13 @@ def make_train_step(
         schedule=schedule,
         accumulation_steps=accumulation_steps,
     )
-    return jax.jit(
+    jitted = jax.jit(
         step,
         in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
         out_shardings=(state_shardings, partitioning.replicated(mesh)),
         donate_argnums=0,
     )
+    return under_mesh(jitted, mesh, rules)
 
 
 def make_eval_step(
@@ -118,10 +125,30 @@ def make_eval_step(
     *,
     params_shardings: Any,
     mesh: Mesh,
+    rules: partitioning.LogicalRules | None = None,
 ) -> Callable[[Any, dict], dict]:
     """Jits `eval_fn(params, batch) -> metrics` over the mesh (params not donated).
 
     Metric leaves with a leading batch axis stay sharded over "data"; scalars are replicated.
+    `rules` as in `make_train_step`.
     """
-    return jax.jit(eval_fn, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)))
+    jitted = jax.jit(eval_fn, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)))
+    return under_mesh(jitted, mesh, rules)
+
+
+def under_mesh(fn: Callable, mesh: Mesh, rules: partitioning.LogicalRules | None) -> Callable:
+    """Calls (and so traces) `fn` under `jax.set_mesh(mesh)` and the logical-axis `rules`.
+
+    This is what turns `nn.with_logical_constraint` in a model into sharding constraints.
+    Returns `fn` unchanged when `rules` is None.
+    """
+    if rules is None:
+        return fn
+
+    @functools.wraps(fn)
+    def call(*args):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return fn(*args)
+
+    return call
 

@@ -18,6 +18,15 @@ SEQUENCE_LENGTHS = {"b": 3}  # feature modalities given as sequences, and their 
 # Smaller graphs (faster compiles) where three modalities add nothing.
 TWO_MODALITIES = {"a": TINY_MODALITIES["a"], "c": TINY_MODALITIES["c"]}
 ONE_MODALITY = {"a": TINY_MODALITIES["a"]}
+# The trimodal experiment's encoder kinds (text, ViT, waveform -> log-mel spectrogram), tiny:
+# 8x8 images -> 4 patches; 256 samples at 800 Hz -> 7 frames of 8 mels -> 3 x 2 patches.
+TRIMODAL_MODALITIES = {
+    "text": dict(encoder="text", vocab_size=20, max_len=6),
+    "vision": dict(encoder="vit", image_size=8, patch_size=4, channels=3),
+    "audio": dict(encoder="spectrogram", input="waveform", sample_rate=800, n_fft=64, hop_length=32,
+                  num_mels=8, fmin=0.0, fmax=400.0, patch_frames=2, patch_mels=4),
+}
+TRIMODAL_NUM_SAMPLES = 256  # waveform length for make_batch(..., num_samples=...)
 
 
 def tiny_config(fusion="imro", *, task="classification", entropy="predictive", nonfinite="error",

@@ -35,6 +35,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def subprocess_env(cpu_devices: int = 8) -> dict:
     """Environment for a `toy_run.py` subprocess: CPU only, shared compilation cache."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # Same compiler options as this process (tests/conftest.py), minus the device count: the
+    # bitwise resume test compares a subprocess's losses with this process's.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
     env.update(
         JAX_PLATFORMS="cpu",
         IMRO_TEST_CPU_DEVICES=str(cpu_devices),
