@@ -20,3 +20,30 @@ __all__ = [
     "negative_log_likelihood",
     "relative_robustness",
 ]
+
+# Robustness sweeps and reliability reports (imro_jax.eval.sweep / .reports). They import
+# imro_jax.data (TFDS) and matplotlib, so they load on first use to keep this package light.
+# The sweep function itself is `imro_jax.eval.sweep.sweep` (the name `sweep` is the module).
+_LAZY = {
+    "sweep": (
+        "ORACLE_SUFFIX", "SweepResult", "caption_predictor", "caption_scorer", "caption_scores",
+        "class_prototypes", "classification_scorer", "corrupt", "corrupted_mask", "mask_corrupted",
+        "modality_subsets", "model_predictor", "proper_subsets", "rcml_conflictive", "score_predictors",
+    ),
+    "reports": (
+        "plot_curves", "plot_reliability_bars", "plot_reliability_vs_quality", "plot_sweep",
+        "reliability_by_level", "reliability_quality_correlation", "reliability_report", "spearman",
+    ),
+}
+__all__ += [name for names in _LAZY.values() for name in names]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f"imro_jax.eval.{module}"), name)
+    if name in _LAZY:
+        return importlib.import_module(f"imro_jax.eval.{name}")
+    raise AttributeError(f"module 'imro_jax.eval' has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""Experiment 3: ablations of IMRO on Handwritten and `imro_synth`.
+
+    python experiments/ablations.py [--quick] [--out DIR] [--seeds N] [--steps N] [--datasets ...]
+
+Each variant changes one thing of the IMRO config (``experiments/configs/handwritten.py`` and
+``trimodal.py``) and is trained with ``imro_jax.train``: lambda1 = 0, lambda2 = 0, both 0, R fixed
+uniform (the same model and loss with ``model.fusion = "uniform"``), each entropy estimator
+(``model.reliability.entropy``) and each MI bound for the training-time I term (``loss.mi_bound``).
+"R unnormalised" is listed but not run: the model has no such option (R always lies on the
+simplex, ``imro_jax.info.reliability_scores``).
+
+Metrics (test split): Handwritten: clean accuracy, RCML conflictive accuracy, accuracy under
+Gaussian noise on 3 of 6 views (mean over the 20 triples) averaged over sigma and at the largest
+sigma, and the mean weight of a noisy view at sigma = 1; imro_synth: clean accuracy, accuracy
+with one modality at its largest noise level (mean over modalities), with one or two modalities
+missing (mean over the 6 patterns), under conflict, and Spearman(R, q).
+
+``--quick``: Handwritten only, 1 seed, 40 steps, the full IMRO and "R fixed uniform".
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import common
+import handwritten
+import synth
+from imro_jax.eval import reports
+from imro_jax.eval import sweep as sw
+
+NAME = "ablations"
+VARIANTS = {
+    "IMRO (predictive H, Barber-Agakov I)": {},
+    "lambda1 = 0": {"loss.lambda1": 0.0},
+    "lambda2 = 0": {"loss.lambda2": 0.0},
+    "lambda1 = lambda2 = 0": {"loss.lambda1": 0.0, "loss.lambda2": 0.0},
+    "R fixed uniform": {"model.fusion": "uniform"},
+    "H: Gaussian embedding entropy": {"model.reliability.entropy": "gaussian"},
+    "H: entropy of softmax(embedding)": {"model.reliability.entropy": "embedding"},
+    "I bound: InfoNCE": {"loss.mi_bound": "infonce"},
+}
+NOT_RUN = {
+    "R unnormalised": "not run: the model has no option for it (imro_jax.info.reliability_scores always puts R "
+                      "on the simplex); adding one is a model change, not an experiment",
+}
+SETTINGS = {
+    "full": dict(seeds=3, datasets=("handwritten", "synth"), variants=tuple(VARIANTS),
+                 handwritten=dict(sigmas=[0.0, 0.1, 0.3, 1.0, 3.0, 10.0], subset_stride=1),
+                 synth=dict(synth.SETTINGS["full"], eval_examples=1000)),
+    "quick": dict(seeds=1, datasets=("handwritten",), variants=("IMRO (predictive H, Barber-Agakov I)", "R fixed uniform"),
+                  handwritten=dict(sigmas=[0.0, 1.0], subset_stride=7), synth=synth.SETTINGS["quick"]),
+}
+CONFIGS = {"handwritten": "handwritten", "synth": "trimodal"}
+COLUMNS = {
+    "handwritten": ("clean acc", "conflictive acc", "noise acc (mean over sigma)", "noise acc (largest sigma)",
+                    "weight of a noisy view (sigma 1)"),
+    "synth": ("clean acc", "one modality noisy (max level)", "modalities missing", "conflict acc", "Spearman(R, q)"),
+}
+
+
+def handwritten_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
+    result = handwritten.evaluate_seed({"m": trained}, data["test"], data["train"], seed, setting)
+    noise = result["noise"]
+    curve = noise.curve("m", "accuracy")
+    weights = noise.curve("m", "R_corrupted")
+    at_one = int(np.argmin(np.abs(noise.levels - 1.0)))
+    return dict(zip(COLUMNS["handwritten"], (
+        result["clean"]["m"]["accuracy"], result["conflictive"]["m"]["accuracy"], float(curve.mean()),
+        float(curve[-1]), float(weights[at_one]),
+    )))
+
+
+def synth_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
+    predictors = {"m": sw.model_predictor(trained.model, trained.variables)}
+    test = data["test"]
+    result = synth.evaluate(predictors, test, setting, seed, scorer=sw.classification_scorer, oracle=(),
+                            num_classes=trained.config.data.num_classes)
+    noisy = np.mean([r.curve("m", "accuracy")[-1] for r in result["noise"].values()])
+    rho = reports.reliability_quality_correlation(predictors["m"](test)["reliability"], synth.quality_matrix(test),
+                                                  synth.MODALITIES)
+    return dict(zip(COLUMNS["synth"], (
+        result["clean"]["m"]["accuracy"], float(noisy), float(result["missing"].curve("m", "accuracy")[0]),
+        result["conflict"]["m"]["accuracy"], rho["pooled"],
+    )))
+
+
+NUMBERS = {"handwritten": handwritten_numbers, "synth": synth_numbers}
+
+
+def load_data(dataset: str, config, setting: dict) -> dict:
+    if dataset == "handwritten":
+        return {"test": common.load_split(config.data, "test"), "train": common.load_split(config.data, "train")}
+    return {"test": common.subset_rows(common.load_split(config.data, "test"), setting["eval_examples"])}
+
+
+def main(argv=None) -> dict:
+    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=lambda parser: (
+        parser.add_argument("--datasets", nargs="+", choices=tuple(CONFIGS), default=None,
+                            help="datasets to run (default: both; --quick: handwritten)")))
+    setting["datasets"] = tuple(args.datasets or setting["datasets"])
+    numbers = {}  # dataset -> variant -> list over seeds of {column: value}
+    for dataset in setting["datasets"]:
+        overrides = common.train_overrides(args, full_steps=synth.FULL_STEPS if dataset == "synth" else None)
+        if dataset == "synth":
+            overrides["data.builder_config"] = setting["synth"]["builder"]
+        data = None
+        numbers[dataset] = {v: [] for v in setting["variants"]}
+        for seed in range(setting["seeds"]):
+            for variant in setting["variants"]:
+                config = common.load_config(CONFIGS[dataset], {**overrides, **VARIANTS[variant], "seed": seed})
+                trained = common.train(config, args.workdir)
+                data = data or load_data(dataset, config, setting[dataset])
+                numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
+                print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
+    steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
+        args, full_steps=synth.FULL_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
+    markdown = render(numbers, setting, mode, steps)
+    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": VARIANTS, "not_run": NOT_RUN,
+               "numbers": numbers, "environment": common.environment()}
+    common.write_results(args.out, payload, markdown)
+    print(markdown)
+    return payload
+
+
+def render(numbers, setting, mode, steps) -> str:
+    label = common.run_label(mode, setting["seeds"], SETTINGS[mode]["seeds"])
+    md = [f"# Ablations of IMRO\n\n{label} run: {setting['seeds']} seed(s); datasets {', '.join(numbers)}; train steps "
+          f"{steps}. Accuracies in %, mean +- std over seeds; each variant changes one thing of the IMRO config.\n"]
+    for dataset, by_variant in numbers.items():
+        columns = COLUMNS[dataset]
+        rows = []
+        for variant, seeds in by_variant.items():
+            rows.append([variant, *(common.fmt([s[c] for s in seeds], scale=1 if c.startswith(("Spearman", "weight"))
+                                               else 100, digits=3 if c.startswith(("Spearman", "weight")) else 1)
+                                    for c in columns)])
+        rows += [[variant, why, *[""] * (len(columns) - 1)] for variant, why in NOT_RUN.items()]
+        md += [f"## {dataset}\n", common.markdown_table(["variant", *columns], rows), ""]
+    md += ["Command: `python experiments/ablations.py" + (" --quick" if mode == "quick" else "") + "`"]
+    return "\n".join(md)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

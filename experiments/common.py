@@ -1,0 +1,340 @@
+"""Shared plumbing of the experiment scripts: configs, training through `imro_jax.train`,
+whole evaluation splits in memory, result files and tables.
+
+Every experiment trains with the project's trainer (`imro_jax.train.loop.train` on the
+`imro_jax.train.model_task` task) and reads the trained parameters back from the run's last
+checkpoint (`loop.Run(...).checkpointer.restore_latest`), then evaluates with
+`imro_jax.eval.sweep`. Nothing here is a second training loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from imro_jax.data import make_pipeline
+from imro_jax.models import build_model
+from imro_jax.train import loop
+from imro_jax.train.config import load_config_file
+from imro_jax.train.model_task import model_task
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "configs"
+RESULTS = REPO / "experiments" / "results"
+SCRATCH = pathlib.Path(tempfile.gettempdir()) / "imro_experiments"
+FUSIONS = ("imro", "uniform", "concat", "late", "energy", "evidential")
+TOKEN_FUSIONS = ("imro", "uniform", "concat")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(name: str, description: str, argv: Sequence[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The common flags: ``--quick``, ``--out DIR``, ``--seeds N``, ``--steps N``, ``--data_dir DIR``,
+    ``--workdir DIR``, plus those ``extra(parser)`` adds."""
+    parser = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
+    if extra is not None:
+        extra(parser)
+    parser.add_argument("--quick", action="store_true", help="tiny CI setting: 1 seed, few steps")
+    parser.add_argument("--out", default=str(RESULTS / name), help="results directory")
+    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
+    parser.add_argument("--steps", type=int, default=None, help="override the train steps per run")
+    parser.add_argument("--data_dir", default=os.environ.get("TFDS_DATA_DIR", ""),
+                        help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    parser.add_argument("--workdir", default=str(SCRATCH / "runs"),
+                        help="root of the run directories (one per config; a finished run is reused, "
+                             "shared by the experiments; default %(default)s)")
+    args = parser.parse_args(argv)
+    args.out = pathlib.Path(args.out)
+    args.workdir = pathlib.Path(args.workdir)
+    return args
+
+
+def start(name: str, description: str, settings: Mapping[str, dict], argv: Sequence[str] | None,
+          extra: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Parses the flags, picks ``settings["quick" | "full"]`` (``--seeds`` overrides its seeds)
+    and turns on the compilation cache. Returns ``(args, mode, setting)``."""
+    args = parse_args(name, description, argv, extra)
+    mode = "quick" if args.quick else "full"
+    setting = dict(settings[mode])
+    setting["seeds"] = args.seeds or setting["seeds"]
+    enable_compilation_cache()
+    return args, mode, setting
+
+
+def run_label(mode: str, seeds: int, default_seeds: int) -> str:
+    """How a result file names its setting: QUICK (not a result), REDUCED (fewer seeds than the
+    experiment's default) or full."""
+    if mode == "quick":
+        return "QUICK (CI smoke setting, not a result)"
+    if seeds < default_seeds:
+        return f"REDUCED ({seeds} of the default {default_seeds} seeds)"
+    return "full"
+
+
+QUICK_STEPS = 40  # one value for every --quick run, so the experiments share compiled programs
+
+
+def train_overrides(args: argparse.Namespace, *, full_steps: int | None = None) -> dict[str, Any]:
+    """Config overrides common to the experiments' runs: the data dir, no evaluation during
+    training (the experiments evaluate afterwards), and the number of steps (``--steps``,
+    ``QUICK_STEPS`` with ``--quick``, else ``full_steps`` or the config's own).
+
+    Identical configs share one run directory (:func:`run_name`), so an experiment reuses the
+    runs another one trained with the same overrides."""
+    overrides = {"data.data_dir": args.data_dir, "train.eval_every": 0, "checkpoint.best_metric": ""}
+    steps = args.steps or (QUICK_STEPS if args.quick else full_steps)
+    if steps:
+        overrides["train.num_steps"] = steps
+        overrides["optimizer.warmup_steps"] = max(1, min(20, steps // 8))
+    if args.quick:  # every quick run logs each step and keeps a mid-run checkpoint (the stability
+        # experiment needs both), so all experiments' quick runs of one config are the same run
+        overrides.update({"train.log_every": 1, "checkpoint.every_steps": QUICK_STEPS // 2,
+                          "checkpoint.keep_last": 3})
+    return overrides
+
+
+def enable_compilation_cache(directory: pathlib.Path | None = None) -> None:
+    """Persistent XLA cache (default ``$IMRO_XLA_CACHE`` or a temp dir shared by the experiments):
+    runs that differ only in seed reuse one compiled train step."""
+    directory = pathlib.Path(directory or os.environ.get("IMRO_XLA_CACHE", SCRATCH / "xla_cache"))
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def load_config(name: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """``experiments/configs/<name>.py`` with ``{"section.key": value}`` overrides (keys must exist)."""
+    config = load_config_file(CONFIGS / f"{name}.py")
+    return with_overrides(config, overrides or {})
+
+
+def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with dotted-key overrides; unknown keys raise ``KeyError``."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"config has no key {dotted!r} (known under it: {sorted(node.keys())})")
+        node[leaf] = value
+    return config
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained run: the model, its variables and what training reported."""
+
+    model: Any
+    variables: dict
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    final_metrics: dict[str, float]
+    seconds: float
+
+    def history(self) -> list[dict]:
+        """The run's ``metrics.jsonl`` records (train logs and evals)."""
+        path = self.workdir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def steps_per_second(self) -> float:
+        """Median train steps/s over the logged intervals after the first (which holds the
+        compilation): the run's speed on this machine, whether or not it was resumed."""
+        rates = [r["steps_per_s"] for r in self.history() if "steps_per_s" in r][1:]
+        return float(np.median(rates)) if rates else float("nan")
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: pathlib.Path, task, step: int | None = None):
+    """Parameters of the run in ``workdir`` at ``step`` (default: the newest good checkpoint).
+
+    Workaround while ``loop.train`` returns metrics only: rebuild the run's abstract state and
+    restore through its ``Checkpointer``.
+    """
+    run = loop.Run(config, workdir, task)
+    try:
+        restored = (run.checkpointer.restore_latest(run.abstract_state) if step is None
+                    else run.checkpointer.restore(step, run.abstract_state))
+        if restored is None:
+            raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}")
+        return jax.device_get(restored.state.params)
+    finally:
+        run.checkpointer.close()
+
+
+def checkpoint_steps(config: ml_collections.ConfigDict, workdir: pathlib.Path, task) -> list[int]:
+    """Steps of the checkpoints kept in ``workdir``."""
+    run = loop.Run(config, workdir, task)
+    try:
+        return list(run.checkpointer.steps())
+    finally:
+        run.checkpointer.close()
+
+
+def run_name(config: ml_collections.ConfigDict) -> str:
+    """A directory name that identifies everything that changes a run: readable fields plus a
+    hash of the whole config except ``data.data_dir`` (identical configs share one run)."""
+    fields = config.to_dict()
+    fields["data"] = {k: v for k, v in fields["data"].items() if k != "data_dir"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return (f"{config.data.name}-{config.model.task}-{config.model.fusion}-seed{config.seed}"
+            f"-steps{config.train.num_steps}-{digest}")
+
+
+def train(config: ml_collections.ConfigDict, root: pathlib.Path, *, log=print) -> Trained:
+    """Trains ``config`` with ``imro_jax.train.loop.train`` in ``root / run_name(config)``; a
+    finished run there is reused (the loop resumes from its last checkpoint)."""
+    workdir = pathlib.Path(root) / run_name(config)
+    task = model_task(config)
+    start = time.perf_counter()
+    final = loop.train(config, workdir, task)
+    seconds = time.perf_counter() - start
+    params = restore_params(config, workdir, task)
+    log(f"  trained {config.model.fusion} seed {config.seed}: {config.train.num_steps} steps in {seconds:.0f}s")
+    return Trained(build_model(config.model), {"params": params}, config, workdir, final, seconds)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> dict:
+    """A whole split as one numpy batch dict (one ordered pass of the grain pipeline)."""
+    batches = list(make_pipeline(data_config, split=split, train=False, seed=0))
+    if not batches:
+        raise ValueError(f"split {split!r} of {data_config.name} is empty")
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
+
+
+def subset_rows(batch: dict, count: int) -> dict:
+    """The first ``count`` rows of every leaf."""
+    return jax.tree.map(lambda x: np.asarray(x)[:count], batch)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for a single value), NaNs ignored."""
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def fmt(values: Sequence[float] | float, *, scale: float = 100.0, digits: int = 2) -> str:
+    """``"mean +- std"`` of ``values * scale`` (one value: just the value); NaN as "n/a"."""
+    values = [values] if np.isscalar(values) else list(values)
+    mean, std = mean_std(values)
+    if not math.isfinite(mean):
+        return "n/a"
+    if len(values) == 1:
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
+
+
+def curve_stats(results: Sequence[Any], method: str, metric: str) -> dict[str, np.ndarray]:
+    """Per-seed curves of a method (``SweepResult.curve``) and their mean and std over seeds.
+
+    Returns ``{"per_seed": [S, L], "mean": [L], "std": [L]}`` (std with ddof=1; 0 for one seed).
+    """
+    per_seed = np.array([r.curve(method, metric) for r in results])
+    std = per_seed.std(0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
+    return {"per_seed": per_seed, "mean": per_seed.mean(0), "std": std}
+
+
+def robustness(results: Sequence[Any], method: str, reference: str | None, metric: str = "accuracy") -> dict:
+    """Per-seed MultiBench relative (and, with a reference method, effective) robustness."""
+    summaries = [r.summary(metric, reference=reference) for r in results]
+    return {
+        "relative": [s[method]["relative_robustness"] for s in summaries],
+        "effective": [s[method].get("effective_robustness", float("nan")) for s in summaries],
+    }
+
+
+def sweep_table(results: Sequence[Any], methods: Sequence[str], *, metric: str = "accuracy",
+                reference: str | None = None, scale: float = 100.0, digits: int = 1) -> tuple[str, dict]:
+    """Markdown table of a sweep over seeds: one row per method, the mean +- std of ``metric`` at
+    each level, then relative and effective robustness; and the numbers behind it.
+
+    Args:
+      results: one ``SweepResult`` per seed (same levels and subsets).
+      methods: rows (plain or ``+oracle`` names).
+      metric: the scored metric.
+      reference: effective-robustness reference method (MultiBench: late fusion) or None.
+    """
+    levels = results[0].levels
+    header = ["method", *(f"{level:.3g}" for level in levels), "rel. rob.",
+              f"eff. rob. (vs {reference})" if reference else "eff. rob."]
+    rows, numbers = [], {}
+    for m in methods:
+        stats = curve_stats(results, m, metric)
+        rob = robustness(results, m, reference, metric) if len(levels) >= 2 else {"relative": [], "effective": []}
+        numbers[m] = {**stats, "robustness": rob}
+        rows.append([m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels))),
+                     fmt(rob["relative"], scale=scale, digits=digits) if rob["relative"] else "",
+                     fmt(rob["effective"], scale=scale, digits=digits) if reference else ""])
+    return markdown_table(header, rows), numbers
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, ml_collections.ConfigDict):
+        return _jsonable(value.to_dict())
+    return value
+
+
+def environment() -> dict:
+    """Where and with what the results were produced."""
+    return {
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_results(out: pathlib.Path, payload: dict, markdown: str) -> None:
+    """Writes ``out/results.json`` (NaN as null) and ``out/results.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, sort_keys=True))
+    (out / "results.md").write_text(markdown.rstrip() + "\n")

@@ -1,0 +1,178 @@
+"""Robustness sweeps against independently computed accuracies, with hand-made predictors.
+
+Three float views a, b, c of dimension K = 4 carry ``one_hot(y) + small noise``. Predictors are
+plain functions of the batch, so every expected number is computed here by numpy from the
+inputs (or from ``apply_corruption`` called directly with the documented key).
+"""
+
+import itertools
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from imro_jax.data import apply_corruption
+from imro_jax.eval import relative_robustness
+from imro_jax.eval import sweep as sw
+
+K, B = 4, 64
+VIEWS = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, K, B).astype(np.int32)
+    out = {v: (np.eye(K)[label] + 0.05 * rng.normal(size=(B, K))).astype(np.float32) for v in VIEWS}
+    out["mask"] = {v: np.ones(B, bool) for v in VIEWS}
+    out["label"] = label
+    return out
+
+
+def view_a_only(batch):
+    """Answers from view a alone (10 x its features as logits)."""
+    return {"logits": 10.0 * np.asarray(batch["a"], np.float64), "valid": np.ones(len(batch["label"]), bool)}
+
+
+def sum_of_present(batch):
+    """Late fusion of the present views; reliability = 1/(number present) on present views."""
+    mask = np.stack([batch["mask"][v] for v in VIEWS], 1).astype(np.float64)  # [B, 3]
+    logits = sum(mask[:, i : i + 1] * np.asarray(batch[v], np.float64) for i, v in enumerate(VIEWS))
+    return {"logits": 10.0 * logits, "reliability": mask / np.maximum(mask.sum(1, keepdims=True), 1)}
+
+
+def test_subsets_enumeration():
+    views = ("fou", "fac", "kar", "pix", "zer", "mor")
+    triples = sw.modality_subsets(views, 3)
+    assert len(triples) == math.comb(6, 3) == 20
+    assert len(set(triples)) == 20 and all(len(t) == 3 and list(t) == sorted(t) for t in triples)
+    for v in views:  # each view is noisy in C(5, 2) = 10 of the 20 triples
+        assert sum(v in t for t in triples) == 10
+    assert {frozenset(t) for t in triples} == {frozenset(c) for c in itertools.combinations(views, 3)}
+    assert sw.proper_subsets(VIEWS) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c")]
+    with pytest.raises(ValueError, match="subset size"):
+        sw.modality_subsets(views, 7)
+
+
+def test_missing_view_drops_accuracy_exactly(batch):
+    # Missing zeroes the view: argmax of zeros is class 0, so a sample stays correct iff y == 0.
+    result = sw.sweep({"a_only": view_a_only}, batch, corruption="missing", levels=[0.0, 1.0],
+                      subsets=[("a",), ("b",), ("c",)], fraction=1.0)
+    acc = result.scores["a_only"]["accuracy"]  # [levels, subsets]
+    p0 = np.mean(batch["label"] == 0)
+    np.testing.assert_allclose(acc, [[1.0, 1.0, 1.0], [p0, 1.0, 1.0]])
+    np.testing.assert_allclose(result.curve("a_only", "accuracy"), [1.0, (p0 + 2) / 3])
+
+
+def test_gaussian_sweep_matches_direct_corruption(batch):
+    levels, subsets = [0.0, 0.5, 3.0], [("a",), ("b", "c"), ("a", "c")]
+    result = sw.sweep({"a_only": view_a_only}, batch, corruption="gaussian", levels=levels, subsets=subsets, seed=3)
+    for i, level in enumerate(levels):
+        for j, subset in enumerate(subsets):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(3), i), j)
+            noisy = apply_corruption(batch, "gaussian", level, modalities=subset, fraction=1.0, key=key)
+            expected = np.mean(np.argmax(np.asarray(noisy["a"]), -1) == batch["label"])
+            assert result.scores["a_only"]["accuracy"][i, j] == pytest.approx(expected)
+    acc = result.scores["a_only"]["accuracy"]
+    assert acc[2, 0] < 0.8 and acc[2, 1] == 1.0  # noise on a hurts; noise on b, c does not
+
+
+def test_oracle_masks_exactly_the_noisy_views(batch):
+    result = sw.sweep({"late": sum_of_present}, batch, corruption="gaussian", levels=[0.0, 100.0],
+                      subsets=[("b",)], oracle=["late"])
+    late, oracle = result.scores["late"], result.scores["late+oracle"]
+    assert late["accuracy"][0, 0] == oracle["accuracy"][0, 0] == 1.0  # level 0: nothing masked
+    assert late["accuracy"][1, 0] < 0.6  # sigma 100 on b swamps a + c
+    assert oracle["accuracy"][1, 0] == 1.0  # a + c alone are clean
+    # Weights: 1/3 everywhere at level 0; the oracle gives b weight 0 and a, c 1/2 at level 100.
+    assert oracle["R/b"][1, 0] == 0.0 and oracle["R/a"][1, 0] == pytest.approx(0.5)
+    assert np.isnan(late["R_corrupted"][0, 0])  # level 0 corrupts nothing
+    assert late["R_corrupted"][1, 0] == pytest.approx(1 / 3)
+
+
+def test_mask_corrupted(batch):
+    noisy = sw.corrupt(batch, "gaussian", 1.0, ("a", "c"), key=jax.random.key(0), fraction=0.25)
+    applied = np.asarray(noisy["corruption"]["gaussian"]["applied"]["a"])
+    assert applied.sum() == round(0.25 * B)
+    masked = sw.mask_corrupted(noisy)
+    for v in ("a", "c"):
+        np.testing.assert_array_equal(masked["mask"][v], ~applied)
+        np.testing.assert_array_equal(masked[v][applied], 0.0)
+        np.testing.assert_array_equal(masked[v][~applied], noisy[v][~applied])
+    np.testing.assert_array_equal(masked["mask"]["b"], True)
+    np.testing.assert_array_equal(masked["b"], batch["b"])
+
+
+def test_summary_robustness(batch):
+    levels = [0.0, 0.3, 1.0, 3.0]
+    result = sw.sweep({"a_only": view_a_only, "late": sum_of_present}, batch, corruption="gaussian",
+                      levels=levels, subsets=[("a",), ("b",)])
+    summary = result.summary("accuracy", reference="late")
+    for method in ("a_only", "late"):
+        curve = result.scores[method]["accuracy"].mean(axis=1)
+        np.testing.assert_allclose(summary[method]["curve"], curve)
+        trapezoid = sum((curve[i] + curve[i + 1]) * 0.1 / 2 for i in range(len(curve) - 1))
+        assert summary[method]["relative_robustness"] == pytest.approx(trapezoid)
+        assert summary[method]["relative_robustness"] == pytest.approx(relative_robustness(curve))
+    late, own = np.asarray(summary["late"]["curve"]), np.asarray(summary["a_only"]["curve"])
+    assert summary["late"]["effective_robustness"] == 0.0
+    assert summary["a_only"]["effective_robustness"] == pytest.approx(np.sum(own - (late + own[0] - late[0])))
+
+
+def test_rcml_conflictive(batch):
+    pool = sw.class_prototypes(batch, K)
+    np.testing.assert_array_equal(pool["label"], np.arange(K))
+    out = sw.rcml_conflictive(batch, key=jax.random.key(1), num_classes=K, pool=pool,
+                              noise_fraction=0.25, noise_std=0.5, conflict_fraction=0.5)
+    record = out["corruption"]
+    replaced = np.stack([record["conflict"]["applied"][v] for v in VIEWS], 1)  # [B, 3]
+    assert replaced.sum() == round(0.5 * B) and replaced.sum(1).max() == 1  # one view per sample
+    noisy = np.stack([record["gaussian"]["applied"][v] for v in VIEWS], 1)
+    assert noisy.any(1).sum() <= round(0.25 * B) and noisy.sum(1).max() <= len(VIEWS) - 1
+    donor = (batch["label"] + 1) % K
+    for i, v in enumerate(VIEWS):
+        rows = replaced[:, i]
+        np.testing.assert_array_equal(out[v][rows], pool[v][donor[rows]])  # the class-(y+1) prototype
+        same = ~rows & ~noisy[:, i]
+        np.testing.assert_array_equal(out[v][same], batch[v][same])
+        changed = ~rows & noisy[:, i]
+        assert np.all(np.abs(out[v][changed] - batch[v][changed]).max(1) > 0)
+    # Oracle: the clean views decide; a sample with every view touched has no view left, its
+    # logits are 0 and argmax says class 0.
+    scores = sw.score_predictors({"late": sum_of_present}, out, oracle=["late"])
+    none_left = (replaced | noisy).all(1)
+    expected = np.mean(np.where(none_left, batch["label"] == 0, True))
+    assert scores["late+oracle"]["accuracy"] == pytest.approx(expected)
+
+
+def test_caption_scores():
+    targets = np.array([[2, 5, 6, 3, 0, 0], [2, 7, 3, 0, 0, 0]])
+    tokens = np.array([[2, 5, 6, 3, 0, 0], [2, 8, 3, 3, 0, 0]])
+    scores = sw.caption_scores(tokens, targets)
+    assert scores["token_accuracy"] == pytest.approx(6 / 7)  # 7 target tokens, one wrong
+    assert scores["exact_match"] == 0.5  # the second also fails to stop
+    with pytest.raises(ValueError, match="no caption token"):
+        sw.caption_scores(tokens, np.zeros_like(targets))
+
+
+def test_batched_predictor_pads_last_chunk():
+    calls = []
+
+    def fn(chunk):
+        calls.append(len(chunk["x"]))
+        return {"y": 2 * chunk["x"]}
+
+    out = sw._batched(fn, {"x": np.arange(10.0)}, chunk_size=4)
+    np.testing.assert_array_equal(out["y"], 2 * np.arange(10.0))
+    assert calls == [4, 4, 4]  # one shape only: one compilation
+
+
+def test_errors(batch):
+    with pytest.raises(ValueError, match="oracle methods"):
+        sw.sweep({"a_only": view_a_only}, batch, corruption="gaussian", levels=[0.0], subsets=[("a",)],
+                 oracle=["late"])
+    with pytest.raises(ValueError, match="at least one level"):
+        sw.sweep({"a_only": view_a_only}, batch, corruption="gaussian", levels=[], subsets=[("a",)])
+    with pytest.raises(ValueError, match="no sample of classes"):
+        sw.class_prototypes({**batch, "label": np.zeros(B, np.int32)}, K)
