@@ -126,6 +126,9 @@ def main(argv=None) -> dict:
 
 def render(numbers, setting, mode, steps) -> str:
     label = common.run_label(mode, setting["seeds"], SETTINGS[mode]["seeds"])
+    skipped = [d for d in SETTINGS[mode]["datasets"] if d not in numbers]
+    if mode == "full" and skipped:
+        label = f"REDUCED (not run: {', '.join(skipped)})"
     md = [f"# Ablations of IMRO\n\n{label} run: {setting['seeds']} seed(s); datasets {', '.join(numbers)}; train steps "
           f"{steps}. Accuracies in %, mean +- std over seeds; each variant changes one thing of the IMRO config.\n"]
     for dataset, by_variant in numbers.items():

@@ -1,0 +1,97 @@
+"""Every experiment runs end to end in --quick mode, as the one command a user types.
+
+The scripts run as subprocesses on one CPU device (not the 8 simulated devices of the unit
+tests), sharing one data dir, one run root and one persistent XLA cache, so that identical
+programs compile once (the Handwritten IMRO/uniform runs of the first test are reused by the
+ablations and the stability experiment). XLA's backend optimisation is lowered: these runs are
+about code paths, not speed. Compilation dominates (about 11 minutes cold for the four on two
+busy cores); ``IMRO_TEST_XLA_CACHE=DIR`` keeps the compiled programs between sessions.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+        IMRO_XLA_CACHE=os.environ.get("IMRO_TEST_XLA_CACHE", str(root / "xla_cache")),
+    )
+    return {"root": root, "env": env}
+
+
+def run_quick(shared, name: str) -> tuple[dict, str, pathlib.Path]:
+    out = shared["root"] / name
+    command = [sys.executable, str(REPO / "experiments" / f"{name}.py"), "--quick", "--out", str(out),
+               "--data_dir", str(shared["root"] / "tfds"), "--workdir", str(shared["root"] / "runs")]
+    done = subprocess.run(command, env=shared["env"], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    markdown = (out / "results.md").read_text()
+    assert "QUICK" in markdown and f"python experiments/{name}.py --quick" in markdown
+    return json.loads((out / "results.json").read_text()), markdown, out
+
+
+def assert_pngs(out: pathlib.Path, names):
+    for name in names:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_handwritten_quick(shared):
+    payload, markdown, out = run_quick(shared, "handwritten")
+    assert payload["mode"] == "quick" and payload["methods"] == ["imro", "uniform", "late"]
+    seed = payload["per_seed"][0]
+    noise = seed["noise"]
+    assert noise["levels"] == [0.0, 0.1, 1.0, 10.0] and len(noise["subsets"]) == 3
+    assert set(noise["scores"]) == {"imro", "uniform", "late", "imro+oracle", "uniform+oracle", "late+oracle"}
+    for method, scores in seed["clean"].items():
+        assert 0.1 < scores["accuracy"] <= 1.0, method
+    # At sigma 0 the oracle masks nothing: it is the clean model.
+    for method in payload["methods"]:
+        assert noise["scores"][method + "+oracle"]["accuracy"][0] == noise["scores"][method]["accuracy"][0]
+    assert "RCML (published)" in markdown and "99.40" in markdown
+    assert_pngs(out, ["noise_accuracy.png", "noise_weight_of_noisy_views.png", "reliability_report.png"])
+
+
+def test_ablations_quick(shared):
+    payload, markdown, _ = run_quick(shared, "ablations")
+    variants = payload["numbers"]["handwritten"]
+    assert set(variants) == {"IMRO (predictive H, Barber-Agakov I)", "R fixed uniform"}
+    assert "R unnormalised" in markdown and "not run" in markdown
+
+
+def test_stability_quick(shared):
+    payload, markdown, out = run_quick(shared, "stability")
+    for method in ("imro", "uniform"):
+        points = payload["runs"][method][0]["points"]
+        assert [p["step"] for p in points] == [20, 40]
+        for p in points:
+            assert p["lhs"] > 0 and p["rhs"] > 0 and len(p["per_path"]) == 6
+            assert abs(sum(p["mean_r"]) - 1.0) < 1e-5
+    uniform = payload["runs"]["uniform"][0]["points"][0]
+    assert uniform["mean_r"] == pytest.approx([1 / 6] * 6)
+    assert uniform["rhs_literal"] == pytest.approx(uniform["rhs"], rel=1e-3)  # constant R
+    assert_pngs(out, ["loss.png", "grad_norm.png", "bound_ratio.png"])
+
+
+def test_synth_quick(shared):
+    payload, markdown, out = run_quick(shared, "synth")
+    seed = payload["per_seed"][0]
+    assert set(seed["classification"]["noise"]) == {"audio", "text", "vision"}
+    assert len(seed["classification"]["missing"]["subsets"]) == 6
+    assert 0.0 <= seed["captions"]["clean"]["imro"]["token_accuracy"] <= 1.0
+    assert -1.0 <= seed["spearman"]["imro"]["pooled"] <= 1.0
+    assert_pngs(out, ["imro_r_vs_quality.png", "reliability_report.png", "classification_noise_audio.png",
+                      "captions_noise_text.png"])
