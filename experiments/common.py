@@ -167,23 +167,6 @@ class Trained:
         return float(np.median(rates)) if rates else float("nan")
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: pathlib.Path, task, step: int | None = None):
-    """Parameters of the run in ``workdir`` at ``step`` (default: the newest good checkpoint).
-
-    Workaround while ``loop.train`` returns metrics only: rebuild the run's abstract state and
-    restore through its ``Checkpointer``.
-    """
-    run = loop.Run(config, workdir, task)
-    try:
-        restored = (run.checkpointer.restore_latest(run.abstract_state) if step is None
-                    else run.checkpointer.restore(step, run.abstract_state))
-        if restored is None:
-            raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}")
-        return jax.device_get(restored.state.params)
-    finally:
-        run.checkpointer.close()
-
-
 def checkpoint_steps(config: ml_collections.ConfigDict, workdir: pathlib.Path, task) -> list[int]:
     """Steps of the checkpoints kept in ``workdir``."""
     run = loop.Run(config, workdir, task)
@@ -211,7 +194,7 @@ def train(config: ml_collections.ConfigDict, root: pathlib.Path, *, log=print) -
     start = time.perf_counter()
     final = loop.train(config, workdir, task)
     seconds = time.perf_counter() - start
-    params = restore_params(config, workdir, task)
+    params = loop.restore_params(config, workdir, task)
     log(f"  trained {config.model.fusion} seed {config.seed}: {config.train.num_steps} steps in {seconds:.0f}s")
     return Trained(build_model(config.model), {"params": params}, config, workdir, final, seconds)
 

@@ -6,8 +6,15 @@ for a random half of the samples (train and test), replaced by pure noise N(0, 1
 Measured on 1024 test samples after `steps` Adam steps: accuracy, and the mean R_b on clean vs
 corrupted samples (a useful estimator puts R_b high when b is clean and low when corrupted).
 """
-import itertools, sys, time
-import jax, jax.numpy as jnp, numpy as np, optax, ml_collections
+
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
 from imro_jax.models import build_model, imro_loss
 
 C, D, N_TRAIN, N_TEST = 4, 16, 2048, 1024

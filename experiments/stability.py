@@ -44,6 +44,7 @@ import common
 from imro_jax.eval import reports
 from imro_jax.models.fusion import ReliabilityAwareAttention
 from imro_jax.models.loss import task_loss_per_sample
+from imro_jax.train import loop
 from imro_jax.train.model_task import model_task
 
 NAME = "stability"
@@ -162,7 +163,7 @@ def main(argv=None) -> dict:
             task = model_task(config)
             points = []
             for step in common.checkpoint_steps(config, trained.workdir, task):
-                params = common.restore_params(config, trained.workdir, task, step)
+                params = loop.restore_params(config, trained.workdir, task, step)
                 values = jax.device_get(measures[method](params, batch))
                 points.append({"step": step, **{k: np.asarray(v).tolist() for k, v in values.items()}})
             history = trained.history()

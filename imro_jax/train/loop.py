@@ -237,6 +237,41 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
     return last
 
 
+def _restore_checkpoint(run: Run, step: int | None) -> checkpoint_lib.Restored:
+    """The run's checkpoint at `step`; default the best by `checkpoint.best_metric` if tracked,
+    else the newest checkpoint that verifies. Raises `CheckpointError` if there is none."""
+    step = run.checkpointer.best_step() if step is None else step
+    if step is not None:
+        return run.checkpointer.restore(step, run.abstract_state)
+    restored = run.checkpointer.restore_latest(run.abstract_state)
+    if restored is None:
+        raise checkpoint_lib.CheckpointError(f"no checkpoint in {run.checkpointer.directory}")
+    return restored
+
+
+def restore_params(
+    config: ml_collections.ConfigDict, workdir, task: Task, step: int | None = None
+) -> Any:
+    """The parameters of a checkpoint of the run in `workdir`, as a host (numpy) pytree.
+
+    Args:
+        config, task: those the run was trained with (they fix the parameter structure).
+        step: checkpoint step; default the best by `checkpoint.best_metric` if tracked, else the
+            newest checkpoint that verifies.
+
+    Returns:
+        The params pytree; `{"params": restore_params(...)}` is what `model.apply` takes.
+
+    Raises:
+        CheckpointError: no checkpoint, or the one asked for is missing or fails verification.
+    """
+    run = Run(config, workdir, task)
+    try:
+        return jax.device_get(_restore_checkpoint(run, step).state.params)
+    finally:
+        run.checkpointer.close()
+
+
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir, task: Task, split: str, step: int | None = None
 ) -> dict[str, float]:
@@ -251,15 +286,7 @@ def evaluate_checkpoint(
     """
     run = Run(config, workdir, task)
     try:
-        step = run.checkpointer.best_step() if step is None else step
-        if step is None:
-            restored = run.checkpointer.restore_latest(run.abstract_state)
-            if restored is None:
-                raise checkpoint_lib.CheckpointError(
-                    f"no checkpoint in {run.checkpointer.directory}"
-                )
-        else:
-            restored = run.checkpointer.restore(step, run.abstract_state)
+        restored = _restore_checkpoint(run, step)
         metrics = dict(evaluate(run, restored.state.params, split), step=restored.step)
     finally:
         run.checkpointer.close()

@@ -3,8 +3,8 @@
     init    model.init({"params", "dropout"}, batch, train=False)["params"]
     loss    imro_loss(model.apply(params, batch, train=True), batch, config.loss, step=step)
     eval    per-example logits, labels and per-modality R, H, I (train=False), summarised over
-            the split by `imro_jax.eval.classification_report` (classification) or MAE/MSE
-            (regression), plus mean R/H/I per modality over the samples where it is present.
+            the split by `imro_jax.eval.classification_report` (classification), MAE/MSE
+            (regression) or teacher-forced token accuracy / NLL / perplexity (generation), plus mean R/H/I per modality over the samples where it is present.
     data    `imro_jax.data.make_pipeline` (the dataset is prepared first if it is missing).
 """
 
@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from imro_jax.batch import LABEL
+from imro_jax.batch import CAPTION, LABEL
 from imro_jax.data import make_pipeline, prepare_dataset
 from imro_jax.eval import classification_report
 from imro_jax.models import build_model, imro_loss, validate_batch
@@ -24,22 +24,54 @@ from imro_jax.train.task import Task
 PER_MODALITY = ("reliability", "entropy", "mi")
 
 
+def teacher_forced_caption_metrics(logits: np.ndarray, caption: np.ndarray) -> dict[str, float]:
+    """Token accuracy, NLL (nats per token) and perplexity of teacher-forced caption logits.
+
+    Counted positions are those of `imro_jax.models.heads.caption_loss_mask` (every caption
+    token and the first padding, the end-of-caption signal), pooled over the split:
+    NLL = -sum_{b,t} log softmax(logits[b, t])[caption[b, t]] / #positions, perplexity = e^NLL.
+
+    Args:
+        logits: `[N, L, V]` next-token logits given the true previous tokens.
+        caption: `[N, L]` int targets, 0 = padding.
+    """
+    if logits.ndim != 3 or logits.shape[:2] != caption.shape:
+        raise ValueError(f"caption logits [N, L, V] {logits.shape} do not match captions [N, L] {caption.shape}")
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    target = np.take_along_axis(log_probs, caption[..., None].astype(np.int64), axis=-1)[..., 0]
+    counted = np.arange(caption.shape[1])[None, :] <= (caption != 0).sum(axis=1, keepdims=True)
+    nll = float(-target[counted].mean())
+    return {
+        "token_accuracy": float((logits.argmax(axis=-1) == caption)[counted].mean()),
+        "token_nll": nll,
+        "perplexity": float(np.exp(nll)),
+    }
+
+
 def summarize_outputs(
     outputs: dict[str, np.ndarray], modalities: tuple[str, ...]
 ) -> dict[str, float]:
     """Split-level metrics from per-example eval outputs.
 
     Args:
-        outputs: `logits` `[N, C]` (or `[N]` regression), `label` `[N]`, `present` bool `[N, M]`
-            and `reliability`, `entropy`, `mi` `[N, M]` (nats).
+        outputs: `logits` `[N, C]` (`[N]` regression; `[N, L, V]` generation, with `caption`
+            `[N, L]`), `label` `[N]`, `present` bool `[N, M]` and `reliability`, `entropy`, `mi`
+            `[N, M]` (nats).
         modalities: the M modality names (sorted).
 
     Returns:
-        classification: accuracy, nll, ece, auroc; regression: mae, mse; and per modality
+        classification: accuracy, nll, ece, auroc; regression: mae, mse; generation:
+        token_accuracy, token_nll, perplexity; and per modality
         `reliability/<m>`, `entropy/<m>`, `mi/<m>` averaged where the modality is present.
     """
     logits, label = outputs["logits"], outputs[LABEL]
-    if logits.ndim == 2:
+    if logits.ndim == 3:
+        if CAPTION not in outputs:
+            raise KeyError("generation eval outputs need the target `caption` [N, L] next to the [N, L, V] logits")
+        metrics = teacher_forced_caption_metrics(logits, outputs[CAPTION])
+    elif logits.ndim == 2:
         metrics = classification_report(logits, label)
     else:
         error = logits.astype(np.float64) - label.astype(np.float64)
@@ -86,6 +118,8 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
     def eval_fn(params, batch):
         output = cast_floating(model.apply({"params": params}, batch, train=False), jnp.float32)
         outputs = {name: getattr(output, name) for name in PER_MODALITY}
+        if CAPTION in batch and output.logits.ndim == 3:  # generation: teacher-forced targets
+            outputs[CAPTION] = batch[CAPTION]
         return dict(outputs, logits=output.logits, present=output.present, label=batch[LABEL])
 
     modalities = tuple(sorted(config.model.modalities.keys()))

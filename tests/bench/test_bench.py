@@ -8,7 +8,6 @@ the benchmarks themselves measure).
 """
 
 import concurrent.futures
-import os
 import pathlib
 import subprocess
 import sys
@@ -24,6 +23,7 @@ BENCH = REPO / "experiments" / "bench"
 sys.path.insert(0, str(BENCH))
 
 import benchlib  # noqa: E402
+from testenv import cpu_subprocess_env  # noqa: E402
 import flops  # noqa: E402
 
 TRIMODAL_SMALL = dict(dim=16, num_heads=2, mlp_dim=32, depth=1, fusion_tokens=2)
@@ -137,14 +137,7 @@ def smoke_runs(tmp_path_factory):
         `{script: (CompletedProcess, results markdown path, temp root)}`.
     """
     root = tmp_path_factory.mktemp("bench_smoke")
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-    env.update(
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        XLA_FLAGS="--xla_backend_optimization_level=0",
-    )
+    env = cpu_subprocess_env(root / "jax_cache")
 
     def run(script):
         results = root / f"{script}.md"

@@ -60,6 +60,19 @@ def _tiny_builder(data_dir, seed=0):
     return builder
 
 
+def test_split_larger_than_tfds_memory_buffer_builds_without_tensorflow(tmp_path, monkeypatch):
+    """TFDS spills a split's shuffle buffer to tf.io.gfile files past MAX_MEM_BUFFER_SIZE (1 GB,
+    hit by imro_synth/default); with the limit lowered to 1 KB the tiny build must still work."""
+    from tensorflow_datasets.core import shuffle as tfds_shuffle
+
+    monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 1 << 10)
+    builder = _tiny_builder(tmp_path)
+    _assert_no_tensorflow()
+    assert builder.info.splits["train"].num_bytes > 1 << 10
+    assert len(_read_split(builder, "train")) == 40
+    assert tfds_shuffle.MAX_MEM_BUFFER_SIZE == 1 << 10  # restored after the build
+
+
 def test_imro_synth_two_builds_identical(tmp_path):
     first, second = _tiny_builder(tmp_path / "a"), _tiny_builder(tmp_path / "b")
     other = _tiny_builder(tmp_path / "c", seed=1)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+from testenv import cpu_subprocess_env
 
 pytestmark = pytest.mark.slow
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -24,12 +25,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-    env.update(
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
-        IMRO_XLA_CACHE=os.environ.get("IMRO_TEST_XLA_CACHE", str(root / "xla_cache")),
-    )
+    cache = os.environ.get("IMRO_TEST_XLA_CACHE", str(root / "xla_cache"))
+    env = cpu_subprocess_env(cache, IMRO_XLA_CACHE=cache)
     return {"root": root, "env": env}
 
 

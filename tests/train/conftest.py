@@ -2,20 +2,15 @@
 
 XLA compilation dominates these tests on CPU, so identical programs are compiled once: `Setup`s
 are cached per configuration, and a persistent compilation cache (a temporary directory, also
-passed to the subprocess tests through `subprocess_env`) lets separate runs of the same train
+passed to the subprocess tests through `trainlib.subprocess_env`) lets separate runs of the same train
 step (the in-process loop, the killed and resumed subprocess) reuse one executable.
 """
 
-import atexit
 import functools
-import os
-import shutil
-import sys
-import tempfile
 
 import jax
-import numpy as np
 import pytest
+import trainlib  # noqa: F401  (sets the session-wide persistent compilation cache)
 from toy import ToyIterator, toy_config, toy_task
 
 from imro_jax.train import mesh as mesh_lib
@@ -23,36 +18,6 @@ from imro_jax.train import optim, partitioning, precision
 from imro_jax.train import state as state_lib
 from imro_jax.train import step as step_lib
 from imro_jax.train.input import to_global_batch
-
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="imro-train-tests-xla-")
-atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def subprocess_env(cpu_devices: int = 8) -> dict:
-    """Environment for a `toy_run.py` subprocess: CPU only, shared compilation cache."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    # Same compiler options as this process (tests/conftest.py), minus the device count: the
-    # bitwise resume test compares a subprocess's losses with this process's.
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
-    if flags:
-        env["XLA_FLAGS"] = " ".join(flags)
-    env.update(
-        JAX_PLATFORMS="cpu",
-        IMRO_TEST_CPU_DEVICES=str(cpu_devices),
-        JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    )
-    return env
-
-
-def toy_run_command(workdir, *overrides) -> list[str]:
-    return [sys.executable, os.path.join(HERE, "toy_run.py"), str(workdir), *overrides]
-
 
 @functools.cache
 def _initializer(data: int, model: int, fsdp: bool):
@@ -122,11 +87,3 @@ def setup():
         return _setup(data, model, fsdp, compute_dtype)
 
     return get
-
-
-def tree_equal(a, b) -> bool:
-    """Bitwise equality of two pytrees of arrays."""
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(leaves_a) == len(leaves_b) and all(
-        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b)
-    )

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tree_equal
+from trainlib import tree_equal
 from imro_jax.train import checkpoint as checkpoint_lib
 
 

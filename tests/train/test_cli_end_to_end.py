@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from trainlib import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL_MODEL = ["--config.model.dim=16", "--config.model.mlp_dim=32", "--config.model.depth=1",

@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import subprocess_env, toy_run_command
+from trainlib import subprocess_env, toy_run_command
 from toy import ToyEvalData, ToyModel, toy_config, toy_task
 
 from imro_jax.train import checkpoint as checkpoint_lib
@@ -91,6 +91,24 @@ def test_eval_covers_every_example_once_with_padding_removed(reference, setup):
     expected = float(np.mean(np.argmax(np.asarray(logits), -1) == data["label"]))
     assert metrics["accuracy"] == expected
     assert json.loads((workdir / "eval_validation.json").read_text())["step"] == 12
+
+
+def test_restore_params_matches_the_checkpointer_and_defaults_to_the_best(reference, setup, tmp_path):
+    workdir, records, _ = reference
+    config = _config()
+    task = toy_task(config)
+    ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep_last=2)
+    evals = {r["step"]: r["eval/accuracy"] for r in records if "eval/accuracy" in r}
+    best = max(evals, key=evals.get)  # the eval steps are 6 and 12; ties do not occur on the toy task
+    assert evals[6] != evals[12]
+    for step, want_step in ((9, 9), (None, best)):
+        got = loop.restore_params(config, workdir, task, step)
+        expected = jax.device_get(ckpt.restore(want_step, setup().abstract_state()).state.params)
+        assert jax.tree.all(jax.tree.map(np.array_equal, got, expected))
+        assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(got))
+    ckpt.close()
+    with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoint"):
+        loop.restore_params(config, tmp_path / "empty", task)
 
 
 def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(reference, tmp_path, capsys):

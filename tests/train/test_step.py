@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from toy import ToyIterator
 
-from conftest import tree_equal
+from trainlib import tree_equal
 
 NUM_STEPS = 4
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 FILE_FORMAT = "array_record"  # random access, read by tfds.data_source + grain, no TensorFlow
 
@@ -19,6 +23,23 @@ def scalar_feature(dtype, doc: str) -> tfds.features.Scalar:
     return tfds.features.Scalar(dtype=dtype, doc=doc)
 
 
+# TFDS keeps a split's write-shuffle buffer in memory up to 1 GB, then spills it to temporary
+# bucket files through ``tf.io.gfile``, which needs TensorFlow. Our builders must build without
+# TensorFlow, so the buffer stays in memory up to this size (peak host memory ~ largest split).
+IN_MEMORY_SHUFFLE_BYTES = 64 << 30
+
+
+@contextlib.contextmanager
+def _in_memory_shuffle(limit_bytes: int = IN_MEMORY_SHUFFLE_BYTES) -> Iterator[None]:
+    """Raises TFDS's in-memory shuffle limit to ``limit_bytes`` while the context is active."""
+    previous = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(previous, limit_bytes)
+    try:
+        yield
+    finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = previous
+
+
 def download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = "") -> None:
     """Builds ``builder`` as array_record without TensorFlow or Beam (no-op if already built).
 
@@ -31,5 +52,6 @@ def download_and_prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = ""
         manual_dir=manual_dir or None,
         compute_stats=tfds.download.ComputeStatsMode.SKIP,  # statistics would need TensorFlow
     )
-    builder.download_and_prepare(file_format=FILE_FORMAT, download_config=config)
+    with _in_memory_shuffle():  # splits over 1 GB (imro_synth/default) would need TensorFlow
+        builder.download_and_prepare(file_format=FILE_FORMAT, download_config=config)
 

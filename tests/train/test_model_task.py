@@ -1,0 +1,56 @@
+"""Split summaries of the model task: the generation branch against an independent computation."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from imro_jax.models.heads import caption_loss_mask
+from imro_jax.train.model_task import summarize_outputs, teacher_forced_caption_metrics
+
+N, L, V, M = 6, 5, 7, 2
+
+
+def _caption_outputs(seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, L, size=N)
+    caption = np.where(np.arange(L)[None, :] < lengths[:, None], rng.integers(2, V, size=(N, L)), 0)
+    return {
+        "logits": rng.normal(size=(N, L, V)).astype(np.float32) * 3,
+        "caption": caption.astype(np.int32),
+        "label": rng.integers(0, 4, size=N).astype(np.int32),
+        "present": np.ones((N, M), bool),
+        **{k: rng.uniform(size=(N, M)).astype(np.float32) for k in ("reliability", "entropy", "mi")},
+    }
+
+
+def test_generation_summary_matches_optax_cross_entropy_over_the_loss_mask():
+    outputs = _caption_outputs()
+    metrics = summarize_outputs(outputs, ("a", "b"))
+    # Independent path: optax's cross-entropy and the loss's own mask (jnp), pooled over tokens.
+    token_nll = np.asarray(optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], outputs["caption"]))
+    mask = np.asarray(caption_loss_mask(outputs["caption"]))
+    expected_nll = token_nll[mask].sum() / mask.sum()
+    np.testing.assert_allclose(metrics["token_nll"], expected_nll, rtol=1e-5)
+    np.testing.assert_allclose(metrics["perplexity"], np.exp(expected_nll), rtol=1e-5)
+    hits = [outputs["logits"][b, t].argmax() == outputs["caption"][b, t] for b, t in zip(*np.nonzero(mask))]
+    assert metrics["token_accuracy"] == pytest.approx(np.mean(hits))
+    np.testing.assert_allclose(metrics["reliability/b"], outputs["reliability"][:, 1].mean(), rtol=1e-6)
+    assert metrics["num_examples"] == N and "accuracy" not in metrics and "mae" not in metrics
+
+
+def test_perfect_caption_logits_give_accuracy_one_and_perplexity_near_one():
+    outputs = _caption_outputs(1)
+    outputs["logits"] = np.asarray(jax.nn.one_hot(outputs["caption"], V)) * 50.0
+    metrics = teacher_forced_caption_metrics(outputs["logits"], outputs["caption"])
+    assert metrics["token_accuracy"] == 1.0
+    assert 1.0 <= metrics["perplexity"] < 1.0 + 1e-12  # e^{-50} per token
+
+
+def test_generation_summary_names_what_is_missing_or_mismatched():
+    outputs = _caption_outputs()
+    with pytest.raises(ValueError, match=r"do not match captions"):
+        teacher_forced_caption_metrics(outputs["logits"][:, :-1], outputs["caption"])
+    del outputs["caption"]
+    with pytest.raises(KeyError, match="caption"):
+        summarize_outputs(outputs, ("a", "b"))
