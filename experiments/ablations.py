@@ -5,9 +5,8 @@
 Each variant changes one thing of the IMRO config (``experiments/configs/handwritten.py`` and
 ``trimodal.py``) and is trained with ``imro_jax.train``: lambda1 = 0, lambda2 = 0, both 0, R fixed
 uniform (the same model and loss with ``model.fusion = "uniform"``), each entropy estimator
-(``model.reliability.entropy``) and each MI bound for the training-time I term (``loss.mi_bound``).
-"R unnormalised" is listed but not run: the model has no such option (R always lies on the
-simplex, ``imro_jax.info.reliability_scores``).
+(``model.reliability.entropy``), each MI bound for the training-time I term (``loss.mi_bound``),
+and R unnormalised (``model.reliability.normalize = False``: the raw ratio I / (H + eps)).
 
 Metrics (test split): Handwritten: clean accuracy, RCML conflictive accuracy, accuracy under
 Gaussian noise on 3 of 6 views (mean over the 20 triples) averaged over sigma and at the largest
@@ -31,6 +30,15 @@ from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
 
 NAME = "ablations"
+
+
+def r_unnormalised(config) -> dict:
+    """``model.reliability.normalize = False``: R = I / (H + eps) itself, not on the simplex (the
+    key is optional and absent from the configs, which use the paper's normalised R)."""
+    return {"model.reliability": {**config.model.reliability.to_dict(), "normalize": False}}
+
+
+# Each variant: config overrides, or a function of the base config returning them.
 VARIANTS = {
     "IMRO (predictive H, Barber-Agakov I)": {},
     "lambda1 = 0": {"loss.lambda1": 0.0},
@@ -40,11 +48,9 @@ VARIANTS = {
     "H: Gaussian embedding entropy": {"model.reliability.entropy": "gaussian"},
     "H: entropy of softmax(embedding)": {"model.reliability.entropy": "embedding"},
     "I bound: InfoNCE": {"loss.mi_bound": "infonce"},
+    "R unnormalised": r_unnormalised,
 }
-NOT_RUN = {
-    "R unnormalised": "not run: the model has no option for it (imro_jax.info.reliability_scores always puts R "
-                      "on the simplex); adding one is a model change, not an experiment",
-}
+NOT_RUN: dict[str, str] = {}  # variant -> why it is not run (none at present)
 SETTINGS = {
     "full": dict(seeds=3, datasets=("handwritten", "synth"), variants=tuple(VARIANTS),
                  handwritten=dict(sigmas=[0.0, 0.1, 0.3, 1.0, 3.0, 10.0], subset_stride=1),
@@ -89,6 +95,12 @@ def synth_numbers(trained: common.Trained, data: dict, seed: int, setting: dict)
 NUMBERS = {"handwritten": handwritten_numbers, "synth": synth_numbers}
 
 
+def variant_overrides(variant: str, config) -> dict:
+    """The overrides of ``variant`` applied to ``config``."""
+    overrides = VARIANTS[variant]
+    return overrides(config) if callable(overrides) else overrides
+
+
 def load_data(dataset: str, config, setting: dict) -> dict:
     if dataset == "handwritten":
         return {"test": common.load_split(config.data, "test"), "train": common.load_split(config.data, "train")}
@@ -109,22 +121,24 @@ def main(argv=None) -> dict:
         numbers[dataset] = {v: [] for v in setting["variants"]}
         for seed in range(setting["seeds"]):
             for variant in setting["variants"]:
-                config = common.load_config(CONFIGS[dataset], {**overrides, **VARIANTS[variant], "seed": seed})
+                config = common.load_config(CONFIGS[dataset], {**overrides, "seed": seed})
+                config = common.with_overrides(config, variant_overrides(variant, config))
                 trained = common.train(config, args.workdir)
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
     steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
         args, full_steps=synth.FULL_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
-    markdown = render(numbers, setting, mode, steps)
-    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": VARIANTS, "not_run": NOT_RUN,
+    markdown = render(numbers, setting, mode, steps, args.command)
+    described = {v: o if isinstance(o, dict) else o.__doc__ for v, o in VARIANTS.items()}
+    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": described, "not_run": NOT_RUN,
                "numbers": numbers, "environment": common.environment()}
     common.write_results(args.out, payload, markdown)
     print(markdown)
     return payload
 
 
-def render(numbers, setting, mode, steps) -> str:
+def render(numbers, setting, mode, steps, command: str) -> str:
     label = common.run_label(mode, setting["seeds"], SETTINGS[mode]["seeds"])
     skipped = [d for d in SETTINGS[mode]["datasets"] if d not in numbers]
     if mode == "full" and skipped:
@@ -140,7 +154,7 @@ def render(numbers, setting, mode, steps) -> str:
                                     for c in columns)])
         rows += [[variant, why, *[""] * (len(columns) - 1)] for variant, why in NOT_RUN.items()]
         md += [f"## {dataset}\n", common.markdown_table(["variant", *columns], rows), ""]
-    md += ["Command: `python experiments/ablations.py" + (" --quick" if mode == "quick" else "") + "`"]
+    md += [f"Command: `{command}`"]
     return "\n".join(md)
 
 

@@ -17,6 +17,8 @@ import math
 import os
 import pathlib
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,9 +62,27 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None = None,
                         help="root of the run directories (one per config; a finished run is reused, "
                              "shared by the experiments; default %(default)s)")
     args = parser.parse_args(argv)
+    args.command = command_line(name, sys.argv[1:] if argv is None else argv)
     args.out = pathlib.Path(args.out)
     args.workdir = pathlib.Path(args.workdir)
     return args
+
+
+PATH_FLAGS = ("--out", "--data_dir", "--workdir")  # where files go: not part of what a run computes
+
+
+def command_line(name: str, argv: Sequence[str]) -> str:
+    """The command that reproduces a run, as written into its results: the script and its flags,
+    without the flags that only say where files go (``PATH_FLAGS``)."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg in PATH_FLAGS:
+            skip_value = True
+        elif not arg.startswith(tuple(f + "=" for f in PATH_FLAGS)):
+            kept.append(arg)
+    return shlex.join(["python", f"experiments/{name}.py", *kept])
 
 
 def start(name: str, description: str, settings: Mapping[str, dict], argv: Sequence[str] | None,

@@ -1,6 +1,6 @@
 """Experiment 1: IMRO and the five baselines on UCI Handwritten, against published numbers.
 
-    python experiments/handwritten.py [--quick] [--out DIR] [--seeds N] [--steps N]
+    python experiments/handwritten.py [--quick] [--out DIR] [--seeds N] [--steps N] [--methods F ...]
 
 For each seed and fusion (imro, uniform, concat, late, energy, evidential) one run of
 ``experiments/configs/handwritten.py`` is trained with ``imro_jax.train`` on the fixed
@@ -89,7 +89,10 @@ def noise_tables(per_seed: list[dict], methods: list[str]) -> tuple[str, dict]:
 
 
 def main(argv=None) -> dict:
-    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv)
+    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=lambda parser: (
+        parser.add_argument("--methods", nargs="+", choices=common.FUSIONS, default=None,
+                            help="fusions to run (default: all six; --quick: imro, uniform, late)")))
+    setting["methods"] = tuple(args.methods or setting["methods"])
     overrides = common.train_overrides(args)
     base = common.load_config(NAME, overrides)
     steps = base.train.num_steps
@@ -191,7 +194,7 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
               "![weight of the noisy views](noise_weight_of_noisy_views.png)",
               "![NLL](noise_nll.png) ![ECE](noise_ece.png) ![AUROC](noise_auroc.png)",
               "![IMRO reliability report](reliability_report.png)", ""]
-    lines += ["Command: `python experiments/handwritten.py" + (" --quick" if mode == "quick" else "") + "`"]
+    lines += [f"Command: `{args.command}`"]
     payload = {
         "mode": mode, "seeds": seeds, "steps": steps, "methods": methods, "sigmas": sigmas,
         "published": [dict(zip(("method", "clean", "conflictive"), p)) for p in PUBLISHED],

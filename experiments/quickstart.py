@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
                                        for m, d in by_level.items()}
     markdown = (f"# Quickstart: IMRO vs uniform fusion on imro_synth/small\n\n{steps} train steps per method, "
                 f"{len(test['label'])} test samples.\n\n{table}\n\n![R vs corruption](quickstart.png)\n\n"
-                f"Command: `python experiments/quickstart.py --steps {steps}`\n")
+                f"Command: `{args.command}`\n")
     common.write_results(args.out, {"steps": steps, "scores": numbers, "environment": common.environment()},
                          markdown)
     print("\n" + table + f"\n\nwrote {args.out}/results.md and quickstart.png", flush=True)

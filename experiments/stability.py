@@ -234,7 +234,7 @@ def summarize(runs, setting, mode, steps, args):
                         out / "bound_ratio.png", xlabel="step", ylabel="Var(grad Z) / sum_m Var(R_m grad Z_m)",
                         title="Sec. 5.1 bound holds where the ratio <= 1")
     md += ["## Plots\n", "![loss](loss.png) ![gradient norm](grad_norm.png) ![bound ratio](bound_ratio.png)", "",
-           "Command: `python experiments/stability.py" + (" --quick" if mode == "quick" else "") + "`"]
+           f"Command: `{args.command}`"]
     payload = {"mode": mode, "seeds": seeds, "steps": steps, "setting": setting, "runs": runs,
                "bound_holds_fraction": holds, "environment": common.environment()}
     return payload, "\n".join(md)

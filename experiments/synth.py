@@ -182,7 +182,7 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
             corruptions={m: spec for m, spec in setting["noise"].items()}, num_examples=3)
         md += ["## Plots\n", "![R vs quality](imro_r_vs_quality.png)", "![IMRO reliability report](reliability_report.png)",
                *(f"![{p} {m}]({p}_noise_{m}.png)" for p in ("classification", "captions") for m in MODALITIES), ""]
-    md += ["Command: `python experiments/synth.py" + (" --quick" if mode == "quick" else "") + "`"]
+    md += [f"Command: `{args.command}`"]
     payload["per_seed"] = [
         {part: ({k: ({m: r.to_json() for m, r in v.items()} if k == "noise" else
                      v.to_json() if k == "missing" else v) for k, v in s[part].items()}

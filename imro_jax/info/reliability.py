@@ -17,6 +17,7 @@ def reliability_scores(
     eps: float = 1e-6,
     mask: ArrayLike | None = None,
     axis: int = -1,
+    normalize: bool = True,
 ) -> jax.Array:
     r"""Reliability of each modality, on the simplex over the modalities present.
 
@@ -39,6 +40,8 @@ def reliability_scores(
     * More MI -> larger R_m; more H -> smaller R_m (monotone in both, up to renormalisation).
     * Absent modalities (``mask`` False) get exactly 0. A row with no modality present is all
       zeros (never NaN).
+    * ``normalize=False`` returns :math:`\mathrm{mask}_m \tilde R_m` itself (nats / nats, not on the
+      simplex): the "R unnormalised" ablation, not the paper's method.
 
     Args:
       mi: mutual-information estimates I_m in nats, e.g. ``[batch, modality]``.
@@ -46,6 +49,7 @@ def reliability_scores(
       eps: the paper's epsilon (> 0).
       mask: optional boolean presence mask broadcastable to ``mi``; None means all present.
       axis: the modality axis to normalise over.
+      normalize: put the scores on the simplex (the paper); False keeps the raw ratios.
 
     Returns:
       Reliability scores with the broadcast shape of ``mi`` and ``entropy``; each slice along
@@ -67,6 +71,8 @@ def reliability_scores(
         present = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), mi.shape)
     raw = (jax.nn.relu(mi) + eps) / (jax.nn.softplus(entropy) + eps)
     raw = jnp.where(present, raw, 0.0)
+    if not normalize:
+        return raw
     total = jnp.sum(raw, axis=axis, keepdims=True)
     safe_total = jnp.where(total > 0, total, 1.0)
     return raw / safe_total

@@ -159,7 +159,9 @@ class ReliabilityEstimator(nn.Module):
         else:  # "embedding"
             entropy = categorical_entropy(pooled.astype(jnp.float32))
         mi = label_entropy(spec) - pred_entropy
-        reliability = reliability_scores(mi, entropy, eps=spec.reliability.eps, mask=present)
+        reliability = reliability_scores(
+            mi, entropy, eps=spec.reliability.eps, mask=present, normalize=spec.reliability.normalize
+        )
         entropy, mi, reliability = (x.astype(unimodal.dtype) for x in (entropy, mi, reliability))
         return ReliabilityEstimate(unimodal, entropy, mi, reliability, mean, log_var)
 

@@ -13,7 +13,8 @@ The ``model`` section::
     fusion_tokens number of learned fusion query tokens
     nonfinite     "error" | "as_missing"  (NaN/Inf in a modality: raise, or drop that modality
                   for that sample)
-    reliability   {entropy: "predictive" | "gaussian" | "embedding", eps: float}
+    reliability   {entropy: "predictive" | "gaussian" | "embedding", eps: float,
+                   normalize: bool (optional, default True: R on the simplex)}
     modalities    {name: {encoder: "text" | "vit" | "spectrogram" | "feature", ...}}
     num_classes   (classification only)
     label_variance (regression only) Var(Y) of the training labels, gives H(Y) for the MI
@@ -115,6 +116,7 @@ class ReliabilitySpec:
 
     entropy: str
     eps: float
+    normalize: bool = True  # False: raw I / (H + eps), not on the simplex (an ablation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +229,8 @@ def parse_model_config(model_config: Any) -> ModelSpec:
         ReliabilitySpec, _as_dict(cfg.get("reliability", {}), "model.reliability"), "model.reliability"
     )
     _choice(fields["reliability"].entropy, ENTROPY_SOURCES, "model.reliability.entropy")
+    if not isinstance(fields["reliability"].normalize, bool):
+        raise ValueError(f"model.reliability.normalize must be a bool, got {fields['reliability'].normalize!r}")
     _choice(cfg.get("nonfinite"), NONFINITE_POLICIES, "model.nonfinite")
     if "decoder" in fields:
         fields["decoder"] = _build(DecoderSpec, _as_dict(fields["decoder"], "model.decoder"), "model.decoder")

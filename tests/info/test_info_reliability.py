@@ -25,6 +25,14 @@ def test_hand_computed_example():
     assert float(masked[2]) == 0.0
 
 
+def test_unnormalised_scores_are_the_raw_masked_ratios():
+    mi, entropy, eps = [1.0, 2.0, -0.5], [1.0, 3.0, -2.0], 1e-6
+    raw = [(max(i, 0.0) + eps) / (softplus(h) + eps) for i, h in zip(mi, entropy)]
+    got = reliability_scores(mi, entropy, eps=eps, mask=[True, False, True], normalize=False)
+    np.testing.assert_allclose(got, [raw[0], 0.0, raw[2]], rtol=1e-5)
+    assert abs(float(jnp.sum(got)) - 1.0) > 0.1  # not on the simplex
+
+
 def test_simplex_masking_and_all_absent_rows():
     rng = np.random.default_rng(0)
     mi = rng.normal(size=(6, 4))

@@ -69,6 +69,24 @@ def test_every_parameter_has_logical_axis_names():
     assert_logical_axes(tiny_model("imro")[2])  # more models are checked where they are built
 
 
+def test_unnormalised_reliability_is_the_raw_ratio_and_changes_the_fusion():
+    cfg, _, variables, apply = tiny_model("imro")
+    batch = make_batch(cfg, seed=2)
+    batch["mask"]["a"][0] = False
+    base = apply(variables, batch)
+    raw_cfg = tiny_config("imro")
+    raw_cfg.reliability.normalize = False
+    raw_model = build_model(raw_cfg)
+    raw = raw_model.apply(variables, batch, train=False)  # same parameters: R only changes scale
+    np.testing.assert_allclose(raw.entropy, base.entropy, rtol=1e-6)
+    present = np.asarray(raw.present)
+    eps = cfg.reliability.eps
+    expected = np.where(present, (np.maximum(raw.mi, 0) + eps) / (np.log1p(np.exp(raw.entropy)) + eps), 0.0)
+    np.testing.assert_allclose(raw.reliability, expected, rtol=1e-4)
+    np.testing.assert_allclose(raw.reliability / raw.reliability.sum(-1, keepdims=True), base.reliability, rtol=1e-4)
+    assert not np.allclose(raw.logits, base.logits)
+
+
 # ---- missing modalities, padding, invalid samples (under jit) ----
 
 def test_missing_modality_cannot_change_the_sample():

@@ -88,6 +88,7 @@ def test_sample_without_any_modality(cfg_and_batch):
     (lambda c: c.modalities.a.update(hidden=3), r"model.modalities.a: .*unknown \['hidden'\]"),
     (lambda c: c.modalities.a.update(encoder="cnn"), r"model.modalities.a.encoder must be one of"),
     (lambda c: c.reliability.update(entropy="renyi"), r"model.reliability.entropy must be one of"),
+    (lambda c: c.reliability.update(normalize="no"), r"model.reliability.normalize must be a bool"),
     (lambda c: c.update(label_variance=1.0), r"only used by task 'regression'"),
     (lambda c: c.update(task="regression", fusion="energy"), r"fusion='energy' needs class logits"),
 ])

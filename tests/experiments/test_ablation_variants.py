@@ -1,0 +1,46 @@
+"""Ablation variants yield valid configs that differ from IMRO's in what they name only; results name their command."""
+
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import ablations  # noqa: E402
+import common  # noqa: E402
+
+from imro_jax.models import parse_model_config  # noqa: E402
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize("dataset", sorted(ablations.CONFIGS))
+@pytest.mark.parametrize("variant", list(ablations.VARIANTS))
+def test_variant_changes_only_what_it_names(dataset, variant):
+    base = common.load_config(ablations.CONFIGS[dataset])
+    config = common.with_overrides(base, ablations.variant_overrides(variant, base))
+    spec = parse_model_config(config.model)
+    changed = {k for k, v in _flat(config.to_dict()).items() if _flat(base.to_dict()).get(k, "absent") != v}
+    if variant.startswith("IMRO"):
+        assert changed == set()
+    elif variant == "R unnormalised":
+        assert changed == {"model.reliability.normalize"} and spec.reliability.normalize is False
+    else:
+        assert changed and all(k.startswith(("loss.", "model.")) for k in changed), changed
+    assert base.model.reliability.to_dict() == common.load_config(ablations.CONFIGS[dataset]).model.reliability.to_dict()
+
+
+def test_results_name_the_command_without_the_path_flags():
+    argv = ["--seeds", "2", "--out", "/tmp/o", "--data_dir=/d", "--methods", "imro", "late", "--workdir", "w"]
+    assert common.command_line("handwritten", argv) == "python experiments/handwritten.py --seeds 2 --methods imro late"
+    assert common.command_line("synth", []) == "python experiments/synth.py"
