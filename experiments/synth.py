@@ -107,8 +107,12 @@ def main(argv=None) -> dict:
         imro = imro or classifiers.get("imro")
         print(f"[{NAME}] seed {seed}: clean accuracy " + str({m: round(100 * v["accuracy"], 1) for m, v in
                                                               per_seed[-1]["classification"]["clean"].items()}))
-    payload, markdown = summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args)
-    common.write_results(args.out, payload, markdown)
+        # Written after every seed, so that a long run that is stopped leaves the seeds it finished.
+        payload, markdown = summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args)
+        if len(per_seed) < setting["seeds"]:
+            markdown = (f"**Interim**: {len(per_seed)} of the {setting['seeds']} seeds this command asked for were "
+                        f"finished when this file was written.\n\n{markdown}")
+        common.write_results(args.out, payload, markdown)
     print(markdown)
     return payload
 
