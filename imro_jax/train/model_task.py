@@ -4,7 +4,8 @@
     loss    imro_loss(model.apply(params, batch, train=True), batch, config.loss, step=step)
     eval    per-example logits, labels and per-modality R, H, I (train=False), summarised over
             the split by `imro_jax.eval.classification_report` (classification), MAE/MSE
-            (regression) or teacher-forced token accuracy / NLL / perplexity (generation), plus mean R/H/I per modality over the samples where it is present.
+            (regression) or teacher-forced token accuracy / NLL / perplexity (generation),
+            plus mean R/H/I per modality over the samples where it is present.
     data    `imro_jax.data.make_pipeline` (the dataset is prepared first if it is missing).
 """
 
@@ -18,6 +19,7 @@ from imro_jax.batch import CAPTION, LABEL
 from imro_jax.data import make_pipeline, prepare_dataset
 from imro_jax.eval import classification_report
 from imro_jax.models import build_model, imro_loss, validate_batch
+from imro_jax.models.heads import caption_loss_mask
 from imro_jax.train.precision import cast_floating
 from imro_jax.train.task import Task
 
@@ -41,7 +43,7 @@ def teacher_forced_caption_metrics(logits: np.ndarray, caption: np.ndarray) -> d
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     target = np.take_along_axis(log_probs, caption[..., None].astype(np.int64), axis=-1)[..., 0]
-    counted = np.arange(caption.shape[1])[None, :] <= (caption != 0).sum(axis=1, keepdims=True)
+    counted = np.asarray(caption_loss_mask(caption))
     nll = float(-target[counted].mean())
     return {
         "token_accuracy": float((logits.argmax(axis=-1) == caption)[counted].mean()),
