@@ -50,7 +50,6 @@ VARIANTS = {
     "I bound: InfoNCE": {"loss.mi_bound": "infonce"},
     "R unnormalised": r_unnormalised,
 }
-NOT_RUN: dict[str, str] = {}  # variant -> why it is not run (none at present)
 SETTINGS = {
     "full": dict(seeds=3, datasets=("handwritten", "synth"), variants=tuple(VARIANTS),
                  handwritten=dict(sigmas=[0.0, 0.1, 0.3, 1.0, 3.0, 10.0], subset_stride=1),
@@ -131,7 +130,7 @@ def main(argv=None) -> dict:
         args, full_steps=synth.FULL_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
     markdown = render(numbers, setting, mode, steps, args.command)
     described = {v: o if isinstance(o, dict) else o.__doc__ for v, o in VARIANTS.items()}
-    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": described, "not_run": NOT_RUN,
+    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": described,
                "numbers": numbers, "environment": common.environment()}
     common.write_results(args.out, payload, markdown)
     print(markdown)
@@ -152,7 +151,6 @@ def render(numbers, setting, mode, steps, command: str) -> str:
             rows.append([variant, *(common.fmt([s[c] for s in seeds], scale=1 if c.startswith(("Spearman", "weight"))
                                                else 100, digits=3 if c.startswith(("Spearman", "weight")) else 1)
                                     for c in columns)])
-        rows += [[variant, why, *[""] * (len(columns) - 1)] for variant, why in NOT_RUN.items()]
         md += [f"## {dataset}\n", common.markdown_table(["variant", *columns], rows), ""]
     md += [f"Command: `{command}`"]
     return "\n".join(md)
