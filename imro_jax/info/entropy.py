@@ -131,7 +131,8 @@ def knn_entropy(x: ArrayLike, k: int = 3) -> jax.Array:
       Scalar entropy estimate in nats.
 
     Raises:
-      ValueError: if ``x`` is not ``[n]``/``[n, d]``, ``k < 1`` or ``n <= k``.
+      ValueError: if ``x`` is not ``[n]``/``[n, d]``, ``k < 1`` or ``n <= k``, or (outside
+        ``jit``) holds NaN or inf; under ``jit`` such samples give NaN.
 
     References:
       Kozachenko & Leonenko, "Sample estimate of the entropy of a random vector", 1987;
@@ -143,9 +144,14 @@ def knn_entropy(x: ArrayLike, k: int = 3) -> jax.Array:
         raise ValueError(f"knn_entropy needs an integer k >= 1; got {k!r}")
     if n <= k:
         raise ValueError(f"knn_entropy needs more samples than k: got n={n}, k={k}")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError("knn_entropy got non-finite samples (NaN or inf) in x")
     sq_eps = _kth_neighbour_sq_distance(x, k)
     tiny = jnp.finfo(x.dtype).tiny
     sq_eps = jnp.where(jnp.isfinite(sq_eps), jnp.maximum(sq_eps, tiny), tiny)
     log_unit_ball = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1.0)
     mean_log_eps = 0.5 * jnp.mean(jnp.log(sq_eps))
-    return digamma(float(n)) - digamma(float(k)) + log_unit_ball + d * mean_log_eps
+    estimate = digamma(float(n)) - digamma(float(k)) + log_unit_ball + d * mean_log_eps
+    # Under jit the check above cannot run: non-finite samples give NaN, never a finite number
+    # (the duplicate-point rule below would otherwise turn their NaN distances into `tiny`).
+    return jnp.where(jnp.all(jnp.isfinite(x)), estimate, jnp.nan)
