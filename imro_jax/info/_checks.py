@@ -55,3 +55,13 @@ def check_samples(x: ArrayLike, name: str, arg: str = "x") -> jax.Array:
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} expects {arg} of shape [n] or [n, d]; got shape {x.shape}")
     return x
+
+
+def check_finite(x: jax.Array, name: str, arg: str = "x") -> None:
+    """Raises if a concrete ``x`` holds NaN or inf; a tracer (under ``jit``) is not checked.
+
+    Raises:
+      ValueError: naming the estimator and the argument.
+    """
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} got non-finite values (NaN or inf) in {arg}")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 from jax.typing import ArrayLike
 
-from imro_jax.info._checks import as_float_array, check_samples
+from imro_jax.info._checks import as_float_array, check_finite, check_samples
 
 
 def categorical_entropy(logits: ArrayLike, axis: int = -1) -> jax.Array:
@@ -144,8 +144,7 @@ def knn_entropy(x: ArrayLike, k: int = 3) -> jax.Array:
         raise ValueError(f"knn_entropy needs an integer k >= 1; got {k!r}")
     if n <= k:
         raise ValueError(f"knn_entropy needs more samples than k: got n={n}, k={k}")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError("knn_entropy got non-finite samples (NaN or inf) in x")
+    check_finite(x, "knn_entropy")
     sq_eps = _kth_neighbour_sq_distance(x, k)
     tiny = jnp.finfo(x.dtype).tiny
     sq_eps = jnp.where(jnp.isfinite(sq_eps), jnp.maximum(sq_eps, tiny), tiny)

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from imro_jax.info._checks import check_samples
+from imro_jax.info._checks import check_finite, check_samples
 from imro_jax.info.critics import make_critic
 from imro_jax.info.objectives import get_objective
 from imro_jax.info.training import held_out_estimate, make_train_step
@@ -145,8 +145,7 @@ def estimate_mi(
             f"{y.shape[0]} y-samples"
         )
     for name, values in (("x", x), ("y", y)):
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"estimate_mi got non-finite values (NaN or inf) in {name}")
+        check_finite(values, "estimate_mi", name)
     if not 0.0 < held_out_fraction < 1.0:
         raise ValueError(f"held_out_fraction must be in (0, 1); got {held_out_fraction}")
     if min(steps, batch_size, eval_every, patience) < 1:
