@@ -47,6 +47,12 @@ def model_shaped_product(terms: list[flops.Term], model_config) -> tuple[int, in
     return rows, model_config.dim, model_config.mlp_dim
 
 
+def flop_terms(config, numpy_batch: dict) -> list[flops.Term]:
+    """Hand-counted matrix-product terms of `config`'s train step on `numpy_batch`'s shapes."""
+    shapes = {k: v.shape for k, v in numpy_batch.items() if k not in ("mask", "label")}
+    return flops.hand_count(config.model, shapes, mi_bound=config.loss.mi_bound)
+
+
 def main(argv=None) -> None:
     parser = benchlib.base_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=30)
@@ -60,8 +66,7 @@ def main(argv=None) -> None:
     numpy_batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
     bench = benchlib.build_step_bench(config.model.fusion, config, numpy_batch, devices=jax.devices()[:1])
 
-    shapes = {k: v.shape for k, v in numpy_batch.items() if k not in ("mask", "label")}
-    terms = flops.hand_count(config.model, shapes, mi_bound=config.loss.mi_bound)
+    terms = flop_terms(config, numpy_batch)
     hand = flops.train_flops(terms)
     with bench.parts.tracing_context():
         from_jaxpr = flops.jaxpr_matmul_flops(bench.parts.jitted, bench.state, bench.batch)

@@ -1,6 +1,6 @@
 """Optimisation levers measured before anyone edits the model: patched variants, side by side.
 
-    python experiments/bench/levers.py [--config trimodal] [--rounds 30] [--levers absorbed,nomask]
+    python experiments/bench/levers.py [--config trimodal] [--rounds 30] [--levers absorbed,headmajor]
 
 Each lever is a patch applied only while its variant's train step is traced and compiled (the
 model files are not edited); every variant starts from the same host-drawn state and batch, and
@@ -19,6 +19,13 @@ the steps are timed interleaved round by round against the unpatched baseline.
   exact fix passes `mask=None` for encoders without padding; this patch drops every encoder
   mask, which is equivalent here only because the synthetic text has no padding (an upper bound
   of the gain, for measurement only).
+* `headmajor`: every `MultiHeadAttention` layer computed in `[batch, heads, length, head_dim]`
+  layout (`HeadMajorAttention`): projections write head-major tensors, self-attention's three
+  projections are one product with the kernels stacked at trace time, and the two attention
+  products are batched matmuls over `(batch, heads)` without the BTNH <-> BNTS transposes of
+  `jax.nn.dot_product_attention`'s XLA path. Same parameters and function (float rounding
+  differs: the softmax scale is applied to the logits, not inside the library's kernel).
+* `both` = absorbed + nomask; `all` = absorbed + headmajor.
 
 Reported: per-variant step time, paired ratio to the baseline, and the first-step loss
 difference (same state and batch: must be ~1e-6 relative for exact levers).
@@ -57,6 +64,40 @@ class AbsorbedReliabilityAwareAttention(fusion.ReliabilityAwareAttention):
         return attention.merge(weighted)
 
 
+class HeadMajorAttention(transformer.MultiHeadAttention):
+    """`MultiHeadAttention` in head-major layout (the `headmajor` lever; same parameters)."""
+
+    def __call__(self, inputs_q, inputs_kv, mask=None, *, is_causal=False):
+        """`MultiHeadAttention.__call__` computed in `[batch, heads, length, head_dim]` layout.
+
+        The projections write head-major tensors directly (``btd,dhk->bhtk``), so the two attention
+        products are plain batched matmuls over `(batch, heads)` without the BTNH <-> BNTS
+        transposes of `jax.nn.dot_product_attention`'s XLA path; for self-attention the three
+        projections are one product with a `[dim, 3, heads, head_dim]` kernel (concatenated at
+        trace time from the same parameters). Same function; softmax in float32.
+        """
+        names = ("query", "key", "value")
+        if inputs_q is inputs_kv:
+            kernel = jnp.stack([self.projections[n][0] for n in names], axis=1)  # [D, 3, H, hd]
+            bias = jnp.stack([self.projections[n][1] for n in names], axis=0)  # [3, H, hd]
+            qkv = jnp.einsum("btd,dchk->cbhtk", inputs_q, kernel) + bias[:, None, :, None, :]
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            q, k, v = (jnp.einsum("btd,dhk->bhtk", x, self.projections[n][0]) + self.projections[n][1][:, None, :]
+                       for n, x in zip(names, (inputs_q, inputs_kv, inputs_kv)))
+        logits = jnp.einsum("bhtk,bhsk->bhts", q, k, preferred_element_type=jnp.float32)
+        logits = logits / math.sqrt(q.shape[-1])
+        if is_causal:
+            length = logits.shape[-1]
+            causal = jnp.tril(jnp.ones((logits.shape[-2], length), bool))
+            mask = causal if mask is None else jnp.logical_and(mask, causal)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        heads = jnp.einsum("bhts,bhsk->bhtk", probs, v)
+        return jnp.einsum("bhtk,hkd->btd", heads, self.out_kernel) + self.out_bias
+
+
 @contextlib.contextmanager
 def patched(lever: str):
     """Applies one lever's patch (see module docstring) for the duration of the block."""
@@ -67,6 +108,12 @@ def patched(lever: str):
     if lever in ("nomask", "both"):
         saved.append((transformer, "key_padding_mask", transformer.key_padding_mask))
         transformer.key_padding_mask = lambda key_mask: None
+    if lever in ("headmajor", "all"):
+        saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
+        transformer.MultiHeadAttention = HeadMajorAttention
+    if lever == "all":
+        saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
+        fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention
     try:
         yield
     finally:
@@ -76,7 +123,7 @@ def patched(lever: str):
 
 def main(argv=None) -> None:
     parser = benchlib.base_parser(__doc__)
-    parser.add_argument("--levers", default="absorbed,nomask,both")
+    parser.add_argument("--levers", default="absorbed,nomask,headmajor,both,all")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)

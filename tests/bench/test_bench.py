@@ -125,6 +125,7 @@ SMOKE_RUNS = {  # script: (section title, extra arguments)
     "multidevice.py": ("Benchmark 6", []),
     "profile_step.py": ("Profile", []),
     "levers.py": ("Optimisation levers", []),
+    "efficiency_width.py": ("Benchmark 2: MFU against model width", []),
 }
 
 
@@ -169,5 +170,37 @@ def test_benchmark_runs_tiny(smoke_runs, script):
         assert "(OK the" in text
     if script == "scaling.py":
         assert (root / "scaling.png").stat().st_size > 0
+    if script == "efficiency_width.py":  # --tiny sweeps widths 16 and 32
+        assert "\n| 16 | 2 x 8 |" in text and "\n| 32 | 2 x 16 |" in text and "MFU target on cpu" in text
     if script == "levers.py":  # an exact rewrite of the fusion: same first-step loss
         assert "| absorbed |" in text and text.count(" 0.0e+00 |") == 2
+
+
+def test_width_variant_keeps_heads_and_mlp_ratio():
+    import efficiency_width
+
+    base = benchlib.load_config("trimodal")
+    wide = efficiency_width.width_variant(base, 256)
+    assert (wide.model.dim, wide.model.mlp_dim, wide.model.num_heads) == (256, 512, base.model.num_heads)
+    assert base.model.dim == 64  # the base config is not modified
+    with pytest.raises(ValueError, match="not divisible by num_heads=4"):
+        efficiency_width.width_variant(base, 66)
+
+
+@pytest.mark.parametrize("causal, cross", [(False, False), (True, False), (False, True)])
+def test_head_major_attention_matches_the_model_layer(causal, cross):
+    """The `headmajor` lever is the same function with the same parameters as the model's layer."""
+    import levers
+    from imro_jax.models import transformer
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
+    context = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32) if cross else x
+    key_mask = np.ones((2, context.shape[1]), bool)
+    key_mask[0, -2:] = False
+    mask = transformer.key_padding_mask(jnp.asarray(key_mask))
+    reference = transformer.MultiHeadAttention(num_heads=4, dim=16)
+    params = reference.init(jax.random.key(0), x, context, mask, is_causal=causal)
+    expected = reference.apply(params, x, context, mask, is_causal=causal)
+    got = levers.HeadMajorAttention(num_heads=4, dim=16).apply(params, x, context, mask, is_causal=causal)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
