@@ -25,6 +25,12 @@ the steps are timed interleaved round by round against the unpatched baseline.
   products are batched matmuls over `(batch, heads)` without the BTNH <-> BNTS transposes of
   `jax.nn.dot_product_attention`'s XLA path. Same parameters and function (float rounding
   differs: the softmax scale is applied to the logits, not inside the library's kernel).
+* `cudnn` (GPU only; `gpu.sh` runs it): the encoders' and decoder's self-attention through
+  `jax.nn.dot_product_attention(implementation="cudnn")`, the fused cuDNN kernel, with the
+  `nomask` patch (cuDNN takes a boolean mask only as a full `[B, N, T, S]` bias, which it rejects
+  for odd lengths in training; the synthetic batch has no padding, so dropping the masks is
+  exact here). The fusion's attention stays on XLA. An upper bound of what the fused kernel
+  gains at the config's sizes, measured before the model gets an `attention` option.
 * `both` = absorbed + nomask; `all` = absorbed + headmajor.
 
 Reported: per-variant step time, paired ratio to the baseline, and the first-step loss
@@ -98,6 +104,23 @@ class HeadMajorAttention(transformer.MultiHeadAttention):
         return jnp.einsum("bhtk,hkd->btd", heads, self.out_kernel) + self.out_bias
 
 
+class CudnnAttention(transformer.MultiHeadAttention):
+    """`MultiHeadAttention` through cuDNN's fused attention (the `cudnn` lever; same parameters)."""
+
+    def __call__(self, inputs_q, inputs_kv, mask=None, *, is_causal=False):
+        if jax.default_backend() != "gpu":
+            raise ValueError(f"the cudnn lever needs a GPU backend, not {jax.default_backend()!r}")
+        key, value = self.key_value(inputs_kv)
+        query = self.query(inputs_q)
+        dtype = jnp.result_type(query, key, value)
+        if dtype not in (jnp.bfloat16, jnp.float16):
+            raise ValueError(f"cuDNN attention needs bfloat16/float16 inputs (train.compute_dtype), got {dtype}")
+        heads = jax.nn.dot_product_attention(
+            query.astype(dtype), key.astype(dtype), value.astype(dtype), mask=mask,
+            is_causal=is_causal, implementation="cudnn")
+        return self.merge(heads)
+
+
 @contextlib.contextmanager
 def patched(lever: str):
     """Applies one lever's patch (see module docstring) for the duration of the block."""
@@ -105,12 +128,15 @@ def patched(lever: str):
     if lever in ("absorbed", "both"):
         saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
         fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention
-    if lever in ("nomask", "both"):
+    if lever in ("nomask", "both", "cudnn"):
         saved.append((transformer, "key_padding_mask", transformer.key_padding_mask))
         transformer.key_padding_mask = lambda key_mask: None
     if lever in ("headmajor", "all"):
         saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
         transformer.MultiHeadAttention = HeadMajorAttention
+    if lever == "cudnn":
+        saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
+        transformer.MultiHeadAttention = CudnnAttention
     if lever == "all":
         saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
         fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention

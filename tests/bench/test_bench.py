@@ -204,3 +204,13 @@ def test_head_major_attention_matches_the_model_layer(causal, cross):
     expected = reference.apply(params, x, context, mask, is_causal=causal)
     got = levers.HeadMajorAttention(num_heads=4, dim=16).apply(params, x, context, mask, is_causal=causal)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the error off GPU")
+def test_cudnn_lever_refuses_a_non_gpu_backend():
+    import levers
+
+    x = jnp.ones((1, 4, 16), jnp.bfloat16)
+    layer = levers.CudnnAttention(num_heads=2, dim=16)
+    with pytest.raises(ValueError, match="needs a GPU backend"):
+        layer.init(jax.random.key(0), x, x)
