@@ -383,6 +383,16 @@ def build_step_bench(
     )
 
 
+def memory_bytes(compiled) -> int:
+    """Arguments + temporaries + outputs - aliased (donated) bytes of a compiled executable.
+
+    (XLA:CPU's `peak_memory_in_bytes` counts only the arguments, so it is not used.)
+    """
+    stats = compiled.memory_analysis()
+    return int(stats.argument_size_in_bytes + stats.temp_size_in_bytes
+               + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing and statistics
 

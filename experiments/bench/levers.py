@@ -31,6 +31,15 @@ the steps are timed interleaved round by round against the unpatched baseline.
   for odd lengths in training; the synthetic batch has no padding, so dropping the masks is
   exact here). The fusion's attention stays on XLA. An upper bound of what the fused kernel
   gains at the config's sizes, measured before the model gets an `attention` option.
+* `flatadam`: the optimizer (`optim.make_optimizer`: global-norm clipping + masked AdamW over
+  ~95 parameter leaves) replaced by `flat_adamw`, the same update on one raveled vector: a few
+  large elementwise ops instead of several per leaf, plus one ravel of the gradients and one
+  unravel of the updates. Same math (`tests/bench` checks it against the Optax chain); the sums
+  of the global norm are ordered differently. The first-step loss does not see the optimizer, so
+  its column is equal by construction for this lever.
+* `remat` (a config variant, not a patch): `model.remat=True`, every Transformer block
+  recomputed in the backward pass. Trades step time for activation memory; the table's memory
+  column (`benchlib.memory_bytes` of the compiled step) shows what it buys.
 * `both` = absorbed + nomask; `all` = absorbed + headmajor.
 
 Reported: per-variant step time, paired ratio to the baseline, and the first-step loss
@@ -41,13 +50,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import linen as nn
+from jax.flatten_util import ravel_pytree
 
 import benchlib
 from imro_jax.models import fusion, transformer
+from imro_jax.train import optim
 
 
 class AbsorbedReliabilityAwareAttention(fusion.ReliabilityAwareAttention):
@@ -121,6 +134,43 @@ class CudnnAttention(transformer.MultiHeadAttention):
         return self.merge(heads)
 
 
+class FlatAdamState(NamedTuple):
+    count: jax.Array  # int32 [], updates so far
+    mu: jax.Array  # [num_params] first moment
+    nu: jax.Array  # [num_params] second moment
+
+
+def flat_adamw(config, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`optim.make_optimizer`'s update (no accumulation) computed on one raveled vector.
+
+        g <- g * min(1, c / ||g||_2);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+        u = -lr(t) * (m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + wd * mask * p)
+    """
+    if config.accumulation_steps != 1:
+        raise ValueError("the flatadam lever covers accumulation_steps=1 only")
+    schedule = optim.learning_rate_schedule(config, optim.num_optimizer_updates(config, num_steps))
+
+    def init(params):
+        flat, _ = ravel_pytree(params)
+        return FlatAdamState(jnp.zeros([], jnp.int32), jnp.zeros_like(flat), jnp.zeros_like(flat))
+
+    def update(grads, state, params):
+        g, unravel = ravel_pytree(grads)
+        p, _ = ravel_pytree(params)
+        mask, _ = ravel_pytree(jax.tree.map(lambda x, m: jnp.full(x.shape, m, x.dtype), params, optim.decay_mask(params)))
+        norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+        g = jnp.where(norm < config.grad_clip_norm, g, g / norm * config.grad_clip_norm)
+        mu = config.b1 * state.mu + (1 - config.b1) * g
+        nu = config.b2 * state.nu + (1 - config.b2) * jnp.square(g)
+        count = state.count + 1
+        m_hat = mu / (1 - config.b1 ** count.astype(g.dtype))
+        v_hat = nu / (1 - config.b2 ** count.astype(g.dtype))
+        step = m_hat / (jnp.sqrt(v_hat) + config.eps) + config.weight_decay * mask * p
+        return unravel(-schedule(state.count) * step), FlatAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update), schedule
+
+
 @contextlib.contextmanager
 def patched(lever: str):
     """Applies one lever's patch (see module docstring) for the duration of the block."""
@@ -137,6 +187,9 @@ def patched(lever: str):
     if lever == "cudnn":
         saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
         transformer.MultiHeadAttention = CudnnAttention
+    if lever == "flatadam":
+        saved.append((optim, "make_optimizer", optim.make_optimizer))
+        optim.make_optimizer = flat_adamw
     if lever == "all":
         saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
         fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention
@@ -159,11 +212,12 @@ def main(argv=None) -> None:
     config = benchlib.resolve_config(args)
     batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
     names = ["baseline", *[lever for lever in args.levers.split(",") if lever]]
-    benches, first_loss = {}, {}
+    benches, first_loss, memory = {}, {}, {}
     for name in names:
+        variant_config = benchlib.variant(config, remat=True) if name == "remat" else config
         with patched(name):
-            bench = benchlib.build_step_bench(name, config, batch, devices=jax.devices()[:1])
-            bench.compile_train()
+            bench = benchlib.build_step_bench(name, variant_config, batch, devices=jax.devices()[:1])
+            memory[name] = benchlib.memory_bytes(bench.compile_train())
         first_loss[name] = float(bench.train()["loss"])
         benches[name] = bench
     times = benchlib.interleaved_timings({n: b.train for n, b in benches.items()},
@@ -174,13 +228,15 @@ def main(argv=None) -> None:
         ratio = "1 (reference)" if name == "baseline" else \
             benchlib.paired_ratio(times[name], times["baseline"]).fmt()
         rows.append((name, benchlib.Summary.of(times[name]).fmt(1e3, 2), ratio,
-                     f"{first_loss[name]:.6f}", f"{rel:.1e}"))
+                     f"{memory[name] / 2**20:.1f}", f"{first_loss[name]:.6f}", f"{rel:.1e}"))
     report.finish(benchlib.markdown_table(
-        ["variant", "train step ms", "ratio to baseline", "loss step 1", "rel. diff"], rows), notes=[
+        ["variant", "train step ms", "ratio to baseline", "step memory MiB", "loss step 1", "rel. diff"],
+        rows), notes=[
         f"config `{benchlib.TINY_CONFIG.name if args.tiny else args.config}` (fusion "
         f"{config.model.fusion}, batch {config.data.batch_size}), synthetic batch (no text "
         f"padding), same host-drawn state, 1 device, {args.rounds} interleaved rounds",
         "patches apply only while tracing; imro_jax/models is unchanged",
+        "step memory: arguments + temporaries + outputs - donated, from the compiled step's memory_analysis()",
     ])
 
 

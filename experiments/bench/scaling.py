@@ -49,16 +49,6 @@ def sweep_config(base: ml_collections.ConfigDict, modalities: int, args) -> ml_c
     return config
 
 
-def memory_bytes(compiled) -> int:
-    """Arguments + temporaries + outputs - aliased (donated) bytes of a compiled executable.
-
-    (XLA:CPU's `peak_memory_in_bytes` counts only the arguments, so it is not used.)
-    """
-    stats = compiled.memory_analysis()
-    return int(stats.argument_size_in_bytes + stats.temp_size_in_bytes
-               + stats.output_size_in_bytes - stats.alias_size_in_bytes)
-
-
 def measure_point(base, modalities: int, tokens: int, args) -> dict:
     """Compiles both fusions at (M, L); times them interleaved when L <= time_cap."""
     point = {"modalities": modalities, "tokens": tokens}
@@ -75,7 +65,7 @@ def measure_point(base, modalities: int, tokens: int, args) -> dict:
         else:
             parts = benchlib.step_parts(config, batch, devices=args.devices)
             compiled = parts.lower(parts.abstract_state, parts.abstract_batch(batch)).compile()
-        point[f"{fusion}_memory"] = memory_bytes(compiled)
+        point[f"{fusion}_memory"] = benchlib.memory_bytes(compiled)
         point[f"{fusion}_xla_flops"] = flops.xla_flops(compiled)
     if benches:
         for bench in benches.values():

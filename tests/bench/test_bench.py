@@ -15,6 +15,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import linen as nn
 
@@ -214,3 +215,26 @@ def test_cudnn_lever_refuses_a_non_gpu_backend():
     layer = levers.CudnnAttention(num_heads=2, dim=16)
     with pytest.raises(ValueError, match="needs a GPU backend"):
         layer.init(jax.random.key(0), x, x)
+
+
+def test_flat_adamw_lever_equals_the_optax_chain():
+    """`levers.flat_adamw` (one raveled vector) gives the updates of `optim.make_optimizer`."""
+    import levers
+    from imro_jax.train import optim
+
+    config = benchlib.load_config("trimodal")
+    config.optimizer.warmup_steps = 1  # a non-zero learning rate from the second update
+    rng = np.random.default_rng(0)
+    params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+                        "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+              "norm": {"scale": jnp.ones((4,), jnp.float32)}}
+    reference, _ = optim.make_optimizer(config.optimizer, 10)
+    flat, _ = levers.flat_adamw(config.optimizer, 10)
+    ref_state, flat_state = reference.init(params), flat.init(params)
+    for scale in (0.01, 5.0, 0.3):  # global norm below and above the clip (1.0)
+        grads = jax.tree.map(lambda p: jnp.asarray(scale * rng.normal(size=p.shape), jnp.float32), params)
+        ref_updates, ref_state = reference.update(grads, ref_state, params)
+        flat_updates, flat_state = flat.update(grads, flat_state, params)
+        for a, b in zip(jax.tree.leaves(flat_updates), jax.tree.leaves(ref_updates)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-8)
+        params = optax.apply_updates(params, ref_updates)
