@@ -238,3 +238,16 @@ def test_flat_adamw_lever_equals_the_optax_chain():
         for a, b in zip(jax.tree.leaves(flat_updates), jax.tree.leaves(ref_updates)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-8)
         params = optax.apply_updates(params, ref_updates)
+
+
+def test_strided_framing_lever_is_bitwise_the_gather():
+    import levers
+    from imro_jax.models import spectrogram
+
+    waveform = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
+    for n_fft, hop in ((256, 128), (64, 16), (100, 100)):
+        expected = spectrogram.power_spectrogram(waveform, n_fft=n_fft, hop_length=hop)
+        got = levers.strided_power_spectrogram(waveform, n_fft=n_fft, hop_length=hop)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    with pytest.raises(ValueError, match="to divide n_fft"):
+        levers.strided_power_spectrogram(waveform, n_fft=256, hop_length=100)
