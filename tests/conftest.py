@@ -6,16 +6,15 @@ import os
 # sharding over a ("data", "model") mesh is exercised without accelerators.
 # The two XLA flags below cut compile time of the many small test programs by about a third on
 # 2 cores; numerics are unaffected (they disable expensive optimisation passes, not precision).
-# `--xla_cpu_multi_thread_eigen=false`: with jax 0.11.x (Python 3.12) a jitted program holding an
-# FFT (the log-mel front end) and a collective deadlocks on >= 2 simulated CPU devices: the FFT's
-# parallel tasks wait on XLA:CPU's shared Eigen pool while other devices' threads block in the
-# collective (`experiments/compat/cpu_fft_collective.py` reproduces it; jax 0.10.2 is unaffected).
-# Intra-op threads buy nothing with 8 devices on 2 cores.
+# With jax >= 0.11 also `--xla_cpu_multi_thread_eigen=false` (testenv.fft_deadlock_workaround_flags:
+# an FFT + collective program deadlocks on simulated CPU devices there).
+from testenv import fft_deadlock_workaround_flags  # noqa: E402
+
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
     + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    + " --xla_cpu_multi_thread_eigen=false"
+    + fft_deadlock_workaround_flags()
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
