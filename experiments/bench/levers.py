@@ -191,35 +191,41 @@ def flat_adamw(config, num_steps: int) -> tuple[optax.GradientTransformation, op
     return optax.GradientTransformation(init, update), schedule
 
 
+def _no_key_padding_mask(key_mask):
+    """The `nomask` patch of `transformer.key_padding_mask`."""
+    return None
+
+
+_ABSORBED = (fusion, "ReliabilityAwareAttention", AbsorbedReliabilityAwareAttention)
+_NOMASK = (transformer, "key_padding_mask", _no_key_padding_mask)
+_HEADMAJOR = (transformer, "MultiHeadAttention", HeadMajorAttention)
+# lever -> (module, attribute, replacement) patches; "remat" is a config variant (see `main`).
+PATCHES = {
+    "baseline": [],
+    "absorbed": [_ABSORBED],
+    "nomask": [_NOMASK],
+    "headmajor": [_HEADMAJOR],
+    "cudnn": [_NOMASK, (transformer, "MultiHeadAttention", CudnnAttention)],
+    "framing": [(spectrogram, "power_spectrogram", strided_power_spectrogram)],
+    "flatadam": [(optim, "make_optimizer", flat_adamw)],
+    "remat": [],
+    "both": [_ABSORBED, _NOMASK],
+    "all": [_ABSORBED, _HEADMAJOR],
+}
+
+
 @contextlib.contextmanager
 def patched(lever: str):
-    """Applies one lever's patch (see module docstring) for the duration of the block."""
-    saved = []
-    if lever in ("absorbed", "both"):
-        saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
-        fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention
-    if lever in ("nomask", "both", "cudnn"):
-        saved.append((transformer, "key_padding_mask", transformer.key_padding_mask))
-        transformer.key_padding_mask = lambda key_mask: None
-    if lever in ("headmajor", "all"):
-        saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
-        transformer.MultiHeadAttention = HeadMajorAttention
-    if lever == "cudnn":
-        saved.append((transformer, "MultiHeadAttention", transformer.MultiHeadAttention))
-        transformer.MultiHeadAttention = CudnnAttention
-    if lever == "framing":
-        saved.append((spectrogram, "power_spectrogram", spectrogram.power_spectrogram))
-        spectrogram.power_spectrogram = strided_power_spectrogram
-    if lever == "flatadam":
-        saved.append((optim, "make_optimizer", optim.make_optimizer))
-        optim.make_optimizer = flat_adamw
-    if lever == "all":
-        saved.append((fusion, "ReliabilityAwareAttention", fusion.ReliabilityAwareAttention))
-        fusion.ReliabilityAwareAttention = AbsorbedReliabilityAwareAttention
+    """Applies one lever's patches (see module docstring) for the duration of the block."""
+    if lever not in PATCHES:
+        raise ValueError(f"unknown lever {lever!r}; one of {sorted(PATCHES)}")
+    saved = [(module, name, getattr(module, name)) for module, name, _ in PATCHES[lever]]
+    for module, name, replacement in PATCHES[lever]:
+        setattr(module, name, replacement)
     try:
         yield
     finally:
-        for module, name, value in saved:
+        for module, name, value in reversed(saved):
             setattr(module, name, value)
 
 
