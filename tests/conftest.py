@@ -6,15 +6,16 @@ import os
 # sharding over a ("data", "model") mesh is exercised without accelerators.
 # The two XLA flags below cut compile time of the many small test programs by about a third on
 # 2 cores; numerics are unaffected (they disable expensive optimisation passes, not precision).
-# With jax >= 0.11 also `--xla_cpu_multi_thread_eigen=false` (testenv.fft_deadlock_workaround_flags:
-# an FFT + collective program deadlocks on simulated CPU devices there).
-from testenv import fft_deadlock_workaround_flags  # noqa: E402
+# With jax >= 0.11 also `--xla_cpu_multi_thread_eigen=false` (imro_jax.train.mesh.simulated_cpu_xla_flags:
+# an FFT + collective program deadlocks on simulated CPU devices there). Importing does not start
+# a JAX backend, so the flags set below still apply.
+from imro_jax.train.mesh import simulated_cpu_xla_flags  # noqa: E402
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
     + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    + fft_deadlock_workaround_flags()
+    + " " + simulated_cpu_xla_flags()
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

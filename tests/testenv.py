@@ -5,23 +5,9 @@ count) but must keep the compiler options of `tests/conftest.py`: the bitwise re
 compares a subprocess's losses with this process's, and the flags change the last bit.
 """
 
-import importlib.metadata
 import os
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
-
-
-def fft_deadlock_workaround_flags() -> str:
-    """`--xla_cpu_multi_thread_eigen=false` for jax >= 0.11, else "".
-
-    With jax 0.11.x a jitted program holding an FFT (the log-mel front end) and a collective
-    deadlocks on >= 2 simulated CPU devices: the FFT's parallel tasks wait on XLA:CPU's shared
-    Eigen pool while other devices' threads block in the collective
-    (`experiments/compat/cpu_fft_collective.py` reproduces it). jax 0.10.x is unaffected and keeps
-    its default (multi-threaded Eigen is ~20% faster on the suite).
-    """
-    major, minor = (int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
-    return " --xla_cpu_multi_thread_eigen=false" if (major, minor) >= (0, 11) else ""
 
 
 def cpu_subprocess_env(cache_dir, **extra: str) -> dict[str, str]:

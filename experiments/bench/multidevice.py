@@ -52,15 +52,13 @@ def worker(args) -> None:
 
 
 def run_worker(n: int, argv: list[str]) -> dict:
-    import jax  # version only: importing does not start a backend in this process
+    from imro_jax.train.mesh import simulated_cpu_xla_flags
 
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     flags.append(f"--xla_force_host_platform_device_count={n}")
-    if n > 1 and jax.__version_info__ >= (0, 11):
-        # jax 0.11.x deadlocks an FFT + collective program on >= 2 simulated CPU devices
-        # (experiments/compat/cpu_fft_collective.py); single-threaded Eigen avoids it.
-        flags.append("--xla_cpu_multi_thread_eigen=false")
+    if n > 1:
+        flags.append(simulated_cpu_xla_flags())  # "" on jax 0.10.x
     env["XLA_FLAGS"] = " ".join(flags)
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_NUM_CPU_DEVICES"] = str(n)

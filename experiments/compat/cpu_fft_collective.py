@@ -22,6 +22,8 @@ import os
 import subprocess
 import sys
 
+from imro_jax.train.mesh import CPU_FFT_DEADLOCK_WORKAROUND as WORKAROUND
+
 PROGRAM = """
 import numpy as np, jax, jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -44,7 +46,6 @@ for _ in range(20):
 print("finished", jax.__version__)
 """
 
-WORKAROUND = "--xla_cpu_multi_thread_eigen=false"
 
 
 def run(devices: int, extra_flags: str, timeout: float) -> str:

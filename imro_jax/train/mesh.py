@@ -1,5 +1,6 @@
 """The device mesh with named axes ("data", "model") sized from the config."""
 
+import importlib.metadata
 import math
 from collections.abc import Sequence
 
@@ -69,3 +70,19 @@ def make_mesh(data: int, model: int, devices: Sequence[jax.Device] | None = None
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
     # A subset of devices (tests, 1-device runs): keep their order.
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+CPU_FFT_DEADLOCK_WORKAROUND = "--xla_cpu_multi_thread_eigen=false"
+
+
+def simulated_cpu_xla_flags() -> str:
+    """Extra `XLA_FLAGS` for simulated CPU devices (`--xla_force_host_platform_device_count`).
+
+    With jax/jaxlib 0.11.x a jitted program holding an FFT (the spectrogram encoder's log-mel)
+    and a collective deadlocks on >= 2 simulated CPU devices: the FFT's parallel tasks wait on
+    XLA:CPU's shared Eigen pool while the other devices' threads block in the collective
+    (`experiments/compat/cpu_fft_collective.py` reproduces it). Single-threaded Eigen avoids it.
+    jax 0.10.x is unaffected and keeps its defaults (returns "").
+    """
+    major, minor = (int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
+    return CPU_FFT_DEADLOCK_WORKAROUND if (major, minor) >= (0, 11) else ""

@@ -12,8 +12,9 @@ import sys
 
 import numpy as np
 import pytest
-from testenv import fft_deadlock_workaround_flags
 from trainlib import subprocess_env
+
+from imro_jax.train.mesh import simulated_cpu_xla_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL_MODEL = ["--config.model.dim=16", "--config.model.mlp_dim=32", "--config.model.depth=1",
@@ -22,8 +23,8 @@ SMALL_MODEL = ["--config.model.dim=16", "--config.model.mlp_dim=32", "--config.m
 
 def _imro(*args: str) -> None:
     env = subprocess_env()
-    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-                        + fft_deadlock_workaround_flags())
+    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+                        + simulated_cpu_xla_flags())
     result = subprocess.run([sys.executable, "-m", "imro_jax.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=900)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
