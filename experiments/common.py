@@ -30,6 +30,7 @@ import numpy as np
 
 from imro_jax.data import make_pipeline
 from imro_jax.models import build_model
+from imro_jax.models import spec as spec_lib
 from imro_jax.train import loop
 from imro_jax.train.config import load_config_file
 from imro_jax.train.model_task import model_task
@@ -38,8 +39,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
 RESULTS = REPO / "experiments" / "results"
 SCRATCH = pathlib.Path(tempfile.gettempdir()) / "imro_experiments"
-FUSIONS = ("imro", "uniform", "concat", "late", "energy", "evidential")
-TOKEN_FUSIONS = ("imro", "uniform", "concat")
+# A method is a fusion plus the overrides that define it. "imro" is the experiment config's
+# default IMRO; "imro_paper" is the paper's estimator taken literally (R from the unimodal
+# head's predictive entropy alone, no agreement term), trained the same way.
+PAPER_RELIABILITY = {"model.reliability.entropy": "predictive", "model.reliability.agreement": 0.0}
+METHODS = {"imro": {}, "imro_paper": PAPER_RELIABILITY,
+           **{f: {"model.fusion": f} for f in spec_lib.FUSIONS if f != "imro"}}
+TOKEN_METHODS = tuple(m for m, o in METHODS.items() if o.get("model.fusion", "imro") in spec_lib.TOKEN_FUSIONS)
+
+
+def method_overrides(method: str) -> dict[str, Any]:
+    """The config overrides of ``method`` (a key of :data:`METHODS`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    return dict(METHODS[method])
 
 
 # ----------------------------------------------------------------------------- command line
@@ -214,9 +227,9 @@ def train(config: ml_collections.ConfigDict, root: pathlib.Path, *, log=print) -
     start = time.perf_counter()
     final = loop.train(config, workdir, task)
     seconds = time.perf_counter() - start
-    params = loop.restore_params(config, workdir, task)
+    variables = loop.restore_variables(config, workdir, task)
     log(f"  trained {config.model.fusion} seed {config.seed}: {config.train.num_steps} steps in {seconds:.0f}s")
-    return Trained(build_model(config.model), {"params": params}, config, workdir, final, seconds)
+    return Trained(build_model(config.model), variables, config, workdir, final, seconds)
 
 
 # ----------------------------------------------------------------------------- data
@@ -336,8 +349,19 @@ def environment() -> dict:
     }
 
 
-def write_results(out: pathlib.Path, payload: dict, markdown: str) -> None:
-    """Writes ``out/results.json`` (NaN as null) and ``out/results.md``."""
+def write_results(out: pathlib.Path, payload: dict, markdown: str, summary: dict | None = None) -> None:
+    """Writes ``out/results.json`` (NaN as null), ``out/results.md`` and, given ``summary``
+    (:func:`summary_payload`), the small committed ``out/summary.json``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, sort_keys=True))
     (out / "results.md").write_text(markdown.rstrip() + "\n")
+    if summary is not None:
+        (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True) + "\n")
+
+
+def summary_payload(command: str, seeds: int, methods: Mapping[str, Mapping[str, float]], **extra) -> dict:
+    """``{"command", "seeds", "methods": {method: {metric: value}}}``: every number a README
+    quotes, accuracies in %, rounded to 2 decimals (the README's precision or finer)."""
+    rounded = {m: {k: (None if v is None or not math.isfinite(v) else round(float(v), 2)) for k, v in metrics.items()}
+               for m, metrics in methods.items()}
+    return {"command": command, "seeds": seeds, "methods": rounded, **extra}

@@ -34,7 +34,7 @@ from imro_jax.eval import reports
 from imro_jax.eval import sweep as sweep_lib
 
 NAME = "handwritten"
-PUBLISHED = (  # RCML (Xu et al., AAAI 2024) Tables 2/3: accuracy %, 10 runs (shared/anchors.md)
+PUBLISHED = (  # RCML (Xu et al., AAAI 2024) Tables 2/3: accuracy %, 10 runs (docs/protocols.md, section 2)
     ("RCML", "99.40 +- 0.00", "94.40 +- 0.05"),
     ("TMDL-OA", "99.25 +- 0.45", "93.05 +- 0.05"),
     ("TMC", "98.51 +- 0.13", "92.76 +- 0.15"),
@@ -45,11 +45,20 @@ PUBLISHED = (  # RCML (Xu et al., AAAI 2024) Tables 2/3: accuracy %, 10 runs (sh
 BEST_PUBLISHED = {"clean": 0.9940, "conflictive": 0.9440}
 SETTINGS = {
     "full": dict(seeds=10, sigmas=[0.0, *np.logspace(-2, 1, 10).tolist()], subset_stride=1,
-                 methods=common.FUSIONS),
+                 methods=tuple(common.METHODS)),
     "quick": dict(seeds=1, sigmas=[0.0, 0.1, 1.0, 10.0], subset_stride=7,
                   methods=("imro", "uniform", "late")),
 }
 METRICS = ("accuracy", "nll", "ece", "auroc")
+# Other corruption kinds, each on 3 of the 6 views (the same triples as the noise sweep):
+# column name -> (imro_jax.data corruption, level).
+KINDS = {
+    "noise@0.05": ("gaussian", 0.05),  # small noise
+    "feature_dropout@0.5": ("feature_dropout", 0.5),  # half of the features zeroed
+    "shuffle": ("shuffle", 1.0),  # the features of each view permuted within the sample
+    "misaligned": ("misaligned", 1.0),  # the views taken from another, random test sample
+    "stuck@0.5": ("stuck", 0.5),  # a constant sensor (features in [0, 1] after min-max scaling)
+}
 
 
 def evaluate_seed(trained: dict[str, common.Trained], test: dict, train_batch: dict, seed: int, setting: dict):
@@ -65,11 +74,18 @@ def evaluate_seed(trained: dict[str, common.Trained], test: dict, train_batch: d
     subsets = sweep_lib.modality_subsets(VIEWS, 3)[:: setting["subset_stride"]]
     noise = sweep_lib.sweep(predictors, test, corruption="gaussian", levels=setting["sigmas"], subsets=subsets,
                             seed=seed, oracle=methods)
+    kinds = {}
+    for column, (corruption, level) in KINDS.items():
+        result = sweep_lib.sweep(predictors, test, corruption=corruption, levels=[level], subsets=subsets,
+                                 seed=seed, oracle=methods)
+        kinds[column] = {name: {"accuracy": float(result.curve(name, "accuracy")[0])}
+                         for name in [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]}
     return {
         "clean": sweep_lib.score_predictors(predictors, test),
         "conflictive": sweep_lib.score_predictors(predictors, rcml, oracle=methods),
         "conflict_only": sweep_lib.score_predictors(predictors, conflict, oracle=methods),
         "noise": noise,
+        "kinds": kinds,
         "steps_per_s": {m: t.steps_per_second() for m, t in trained.items()},
     }
 
@@ -90,8 +106,8 @@ def noise_tables(per_seed: list[dict], methods: list[str]) -> tuple[str, dict]:
 
 def main(argv=None) -> dict:
     args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=lambda parser: (
-        parser.add_argument("--methods", nargs="+", choices=common.FUSIONS, default=None,
-                            help="fusions to run (default: all six; --quick: imro, uniform, late)")))
+        parser.add_argument("--methods", nargs="+", choices=tuple(common.METHODS), default=None,
+                            help="methods to run (default: all; --quick: imro, uniform, late)")))
     setting["methods"] = tuple(args.methods or setting["methods"])
     overrides = common.train_overrides(args)
     base = common.load_config(NAME, overrides)
@@ -104,7 +120,7 @@ def main(argv=None) -> dict:
     for seed in range(setting["seeds"]):
         trained = {}
         for method in methods:
-            config = common.load_config(NAME, {**overrides, "model.fusion": method, "seed": seed})
+            config = common.load_config(NAME, {**overrides, **common.method_overrides(method), "seed": seed})
             trained[method] = common.train(config, args.workdir)
         if test is None:
             test = common.load_split(base.data, "test")
@@ -123,7 +139,7 @@ def main(argv=None) -> dict:
             num_examples=3,
         )
         result["payload"]["reliability_report"] = report
-    common.write_results(args.out, result["payload"], result["markdown"])
+    common.write_results(args.out, result["payload"], result["markdown"], result["summary"])
     print(result["markdown"])
     return result["payload"]
 
@@ -166,6 +182,13 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
               "accuracy curve with the level index i/10 as the MultiBench level; effective robustness: "
               "sum over levels of the gain over late fusion shifted to the same clean accuracy.\n",
               noise_md, ""]
+    kind_rows = [[name, *(common.fmt([s["kinds"][k][name]["accuracy"] for s in per_seed], digits=1) for k in KINDS)]
+                 for name in [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]]
+    lines += ["## Other corruptions of 3 of 6 views, accuracy %\n",
+              "Same view triples as the noise sweep. " + "; ".join(
+                  f"`{k}`: `{c}` at level {lv:g}" for k, (c, lv) in KINDS.items()) +
+              " (`imro_jax/data/corruptions.py`). `+oracle`: the corrupted views masked as missing.\n",
+              common.markdown_table(["method", *KINDS], kind_rows), ""]
     verdicts = verdict(per_seed, methods, aggregated, sigmas)
     lines += ["## Verdict against the targets (computed from the numbers above)\n", *[f"- {v}" for v in verdicts], "",
               "Protocol notes: the conflictive test follows the RCML code (`rcml_conflictive` in "
@@ -199,9 +222,28 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
         "mode": mode, "seeds": seeds, "steps": steps, "methods": methods, "sigmas": sigmas,
         "published": [dict(zip(("method", "clean", "conflictive"), p)) for p in PUBLISHED],
         "per_seed": [{k: (v.to_json() if k == "noise" else v) for k, v in s.items()} for s in per_seed],
+        "kinds": KINDS,
         "noise_aggregate": aggregated, "verdict": verdicts, "environment": common.environment(),
     }
-    return {"payload": payload, "markdown": "\n".join(lines)}
+    return {"payload": payload, "markdown": "\n".join(lines),
+            "summary": summary(per_seed, methods, aggregated, sigmas, args.command)}
+
+
+def summary(per_seed, methods, aggregated, sigmas, command) -> dict:
+    """The numbers the README quotes, as ``summary.json`` (accuracy in %, means over seeds)."""
+    table = {}
+    for m in methods:
+        row = {"clean": 100 * np.mean(_column(per_seed, "clean", m, "accuracy")),
+               "conflictive": 100 * np.mean(_column(per_seed, "conflictive", m, "accuracy")),
+               "conflict_only": 100 * np.mean(_column(per_seed, "conflict_only", m, "accuracy"))}
+        for i, sigma in enumerate(sigmas):
+            row[f"noise@{sigma:.3g}"] = 100 * aggregated[m]["mean"][i]
+            row[f"noise@{sigma:.3g}+oracle"] = 100 * aggregated[m + sweep_lib.ORACLE_SUFFIX]["mean"][i]
+        for kind in KINDS:
+            for name, key in ((m, kind), (m + sweep_lib.ORACLE_SUFFIX, kind + "+oracle")):
+                row[key] = 100 * np.mean([s["kinds"][kind][name]["accuracy"] for s in per_seed])
+        table[m] = row
+    return common.summary_payload(command, len(per_seed), table)
 
 
 def verdict(per_seed, methods, aggregated, sigmas) -> list[str]:

@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     batch, measures = None, {}
     for seed in range(setting["seeds"]):
         for method in METHODS:
-            config = common.load_config("handwritten", {**overrides, "model.fusion": method, "seed": seed})
+            config = common.load_config("handwritten", {**overrides, **common.method_overrides(method), "seed": seed})
             trained = common.train(config, args.workdir)
             if batch is None:
                 batch = measurement_batch(config, setting["samples"])

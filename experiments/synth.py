@@ -34,8 +34,8 @@ from imro_jax.eval import sweep as sw
 NAME = "synth"
 FULL_STEPS = 1000
 SETTINGS = {
-    "full": dict(seeds=3, builder="default", eval_examples=2000, methods=common.FUSIONS,
-                 caption_methods=common.TOKEN_FUSIONS,
+    "full": dict(seeds=3, builder="default", eval_examples=2000, methods=tuple(common.METHODS),
+                 caption_methods=common.TOKEN_METHODS,
                  noise={"text": ("blank", [0.0, 0.25, 0.5, 0.75, 1.0]),
                         "vision": ("gaussian", [0.0, 0.1, 0.3, 1.0, 3.0]),
                         "audio": ("gaussian", [0.0, 0.03, 0.1, 0.3, 1.0])}),
@@ -72,7 +72,7 @@ def evaluate(predictors, test, setting, seed, *, scorer, oracle, num_classes) ->
 
 def train_group(config_name, methods, overrides, seed, args) -> dict[str, common.Trained]:
     return {
-        m: common.train(common.load_config(config_name, {**overrides, "model.fusion": m, "seed": seed}), args.workdir)
+        m: common.train(common.load_config(config_name, {**overrides, **common.method_overrides(m), "seed": seed}), args.workdir)
         for m in methods
     }
 

@@ -156,7 +156,7 @@ def model_functions(config: ml_collections.ConfigDict):
     model = build_model(config.model)
 
     def init_fn(rng, batch):
-        return model.init({"params": rng, "dropout": rng}, batch, train=False)["params"]
+        return model.init({"params": rng, "dropout": rng}, batch, train=False)
 
     def loss_fn(params, batch, rng, step):
         output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
@@ -287,6 +287,7 @@ def host_initial_state(abstract_state: Any, seed: int) -> Any:
         opt_state=jax.tree.map(zeros, abstract_state.opt_state),
         rng=put(key_data, abstract_state.rng),
         skipped=zeros(abstract_state.skipped),
+        model_state=jax.tree.map(zeros, abstract_state.model_state),
     )
 
 

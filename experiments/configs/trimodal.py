@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ""  # empty: TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     config.data.batch_size = 32  # global batch, split over processes
     config.data.num_classes = 4  # checked against the builder config
+    # what the trainer (and the statistics pass) reads as "train": a split or a TFDS slice, e.g.
+    # "train[:80%]" to hold out "train[80%:]" for model selection
+    config.data.train_split = "train"
     config.data.worker_count = 0  # grain worker processes (0: read in the training process)
     config.data.read_threads = 4  # grain ReadOptions.num_threads
     config.data.prefetch_buffer_size = 64  # grain ReadOptions.prefetch_buffer_size
@@ -39,8 +42,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fusion_tokens = 4  # learned query tokens of the fusion attention
     config.model.nonfinite = "error"  # NaN/Inf in a modality: error | as_missing
     config.model.remat = False  # recompute Transformer blocks in backward (less memory, ~+1 fwd)
-    # H: predictive | gaussian | embedding (see imro_jax.models.reliability); eps of R = I/(H+eps)
-    config.model.reliability = ml_collections.ConfigDict(dict(entropy="predictive", eps=1e-6))
+    config.model.modality_dropout = 0.0  # train-time chance of hiding a modality from the fusion
+    # R = I / (H + eps) (imro_jax.models.reliability). H: surprisal (the encoding's excess
+    # surprisal under clean-data statistics, fitted after training) | predictive (the paper taken
+    # literally, "imro_paper") | gaussian | embedding; plus agreement x KL(consensus || q_m).
+    config.model.reliability = ml_collections.ConfigDict(dict(
+        entropy="surprisal", eps=1e-6, normalize=True, agreement=0.0,
+        shrinkage=0.1, rank=0, quantile=0.99, fit_examples=4096,  # the density and its calibration
+    ))
     config.model.modalities = ml_collections.ConfigDict()
     config.model.modalities.text = dict(encoder="text", vocab_size=256, max_len=32)
     config.model.modalities.vision = dict(encoder="vit", image_size=32, patch_size=8, channels=3)

@@ -68,7 +68,7 @@ Randomness comes only from ``key`` (a JAX PRNG key): the same key gives the same
 
 References:
   MGP (Jung et al., NeurIPS 2022), QMF (Zhang et al., ICML 2023), RCML (Xu et al., AAAI 2024);
-  protocols in ``shared/anchors.md`` sections 2-3.
+  protocols in ``docs/protocols.md`` sections 2-3.
 """
 
 from __future__ import annotations
@@ -92,6 +92,16 @@ CORRUPTIONS = (
 _COUNT_SCALED_BY_LEVEL = ("missing", "conflict", "misaligned")
 _ANY_REAL = None
 # name -> (low, high, low_inclusive) for Python-number levels, or _ANY_REAL (any finite value).
+# The level at which a corruption leaves its input unchanged (the sweep's oracle does not mask
+# it); None: every level changes the input (a stuck sensor at 0, noise at 0 dB SNR).
+IDENTITY_LEVELS = {"clipping": 1.0, "snr": None, "babble": None, "stuck": None}
+
+
+def identity_level(name: str) -> float | None:
+    """The level of ``name`` that is the identity (0 unless listed in ``IDENTITY_LEVELS``)."""
+    return IDENTITY_LEVELS.get(name, 0.0)
+
+
 _LEVEL_RANGES = {
     "gaussian": (0.0, float("inf"), True), "salt_pepper": (0.0, 1.0, True), "blank": (0.0, 1.0, True),
     "snr": _ANY_REAL, "missing": (0.0, 1.0, True), "conflict": (0.0, 1.0, True),

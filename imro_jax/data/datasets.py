@@ -40,6 +40,7 @@ COMMON_DEFAULTS = dict(
     worker_count=0,
     read_threads=4,
     prefetch_buffer_size=64,
+    train_split="train",  # the split (or TFDS slice, "train[:80%]") the trainer reads as train
 )
 
 

@@ -105,7 +105,8 @@ def make_pipeline(
     Args:
       data_config: data config (``imro_jax.data.datasets``); the dataset must have been built by
         ``prepare_dataset`` (or ``python -m imro_jax.data.prepare``).
-      split: a split of the dataset (e.g. train, validation, test).
+      split: a split of the dataset (e.g. train, validation, test), or a TFDS slice of one
+        (e.g. ``"train[:80%]"``: a held-out validation part of a dataset without one).
       train: shuffled infinite stream with full batches, else one ordered pass.
       seed: shuffle seed (same on all processes).
       process_index: this process.
@@ -124,7 +125,7 @@ def make_pipeline(
             f"{data_config.builder_config} --data_dir <DIR>` or imro_jax.data.prepare_dataset first"
         )
     datasets.check_num_classes(data_config, builder)
-    if split not in builder.info.splits:
+    if split.split("[", 1)[0] not in builder.info.splits:  # TFDS slices such as "train[:80%]" allowed
         raise ValueError(f"{data_config.name} has splits {sorted(builder.info.splits)}, not {split!r}")
     dataset = batched_dataset(
         builder.as_data_source(split=split),

@@ -27,7 +27,7 @@ Everything here runs on the host except the jitted forward passes and corruption
 
 References:
   MGP (Jung et al., NeurIPS 2022), RCML (Xu et al., AAAI 2024), MultiBench (Liang et al., 2021);
-  protocols in ``shared/anchors.md`` sections 2 and 4.
+  protocols in ``docs/protocols.md`` sections 2 and 4.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 
 from imro_jax import batch as batch_lib
 from imro_jax.data import apply_corruption
-from imro_jax.data.corruptions import gaussian_noise, select_samples
+from imro_jax.data.corruptions import gaussian_noise, identity_level, select_samples
 from imro_jax.eval.metrics import classification_report
 from imro_jax.eval.robustness import effective_robustness, relative_robustness
 
@@ -118,11 +118,14 @@ def corrupt(
 
 
 def corrupted_mask(batch: dict) -> dict[str, np.ndarray]:
-    """Per modality, bool ``[batch]``: touched by a recorded corruption with a non-zero level."""
+    """Per modality, bool ``[batch]``: touched by a recorded corruption at a level that changes
+    the input (not its identity level, :func:`imro_jax.data.corruptions.identity_level`)."""
     hit = {m: np.zeros(np.shape(batch[batch_lib.LABEL])[0], bool) for m in batch_lib.modality_names(batch)}
-    for record in batch.get(batch_lib.CORRUPTION, {}).values():
+    for name, record in batch.get(batch_lib.CORRUPTION, {}).items():
+        unchanged = identity_level(name)
         for m, applied in record["applied"].items():
-            hit[m] |= np.asarray(applied, bool) & (np.asarray(record["level"][m]) != 0)
+            changes = True if unchanged is None else np.asarray(record["level"][m]) != unchanged
+            hit[m] |= np.asarray(applied, bool) & changes
     return hit
 
 

@@ -59,13 +59,17 @@ class Encoded(NamedTuple):
     tokens: jax.Array  # [batch, tokens, dim]
     mask: jax.Array  # bool [batch, tokens], True = real token
     pooled: jax.Array  # [batch, dim], the class-token state
+    residual: jax.Array  # [batch, dim], mean residual stream of the input tokens before the final LN
 
 
 class EncoderTrunk(nn.Module):
     """Prepends a learned class token and applies a :class:`TransformerStack`.
 
     The class token is always unmasked, so attention never sees a fully masked row even for an
-    all-padding input. ``pooled`` is the final class-token state.
+    all-padding input. ``pooled`` is the final class-token state; ``residual`` the mean over the
+    real input tokens of the residual stream before the final LayerNorm (0 for an all-padding
+    input). Unlike the class token, which only reads LayerNorm-ed tokens, it keeps the
+    magnitude of the input: it is what the reliability statistics score.
     """
 
     trunk: TrunkSpec
@@ -80,11 +84,13 @@ class EncoderTrunk(nn.Module):
         cls = self.param("cls", annotated(EMBEDDING_INIT, ("embed",)), (self.trunk.dim,))
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.trunk.dim)), embedded], axis=1)
         mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
-        x = TransformerStack(
+        x, residual = TransformerStack(
             self.trunk.depth, self.trunk.num_heads, self.trunk.mlp_dim, self.trunk.dropout,
             remat=self.trunk.remat, name="transformer",
-        )(x, mask, train=train)
-        return Encoded(x, mask, x[:, 0])
+        )(x, mask, train=train, return_residual=True)
+        real = mask[:, 1:, None].astype(residual.dtype)
+        mean_residual = jnp.sum(residual[:, 1:] * real, axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1.0)
+        return Encoded(x, mask, x[:, 0], mean_residual)
 
 
 class TextEncoder(nn.Module):

@@ -117,11 +117,13 @@ class IMROModel(nn.Module):
                 self.head = PredictionHead(s.num_outputs if s.task == "classification" else 1)
 
     def _encode(self, batch: dict, train: bool):
-        """Encodes every modality; returns tokens/masks stacked ``[B, M, ...]`` and presence."""
+        """Encodes every modality: tokens ``[B, M, N, D]``, token mask, pooled ``[B, M, D]``,
+        presence and unusable-input flags ``[B, M]``, and the pre-LayerNorm mean input-token
+        residuals ``[B, M, D]`` (the encodings the reliability statistics score)."""
         s = self.spec
         first = batch[s.modality_names[0]]
         batch_size = first.shape[0]
-        tokens, token_masks, pooled, present, bad = [], [], [], [], []
+        tokens, token_masks, pooled, present, bad, residual = [], [], [], [], [], []
         for name, enc_spec in s.modalities:
             x = jnp.asarray(batch[name])
             given = jnp.asarray(batch[MASK][name], bool) if MASK in batch else jnp.ones(batch_size, bool)
@@ -133,12 +135,14 @@ class IMROModel(nn.Module):
             tokens.append(encoded.tokens)
             token_masks.append(encoded.mask)
             pooled.append(encoded.pooled)
+            residual.append(encoded.residual)
             present.append(keep)
             bad.append(given & ~usable)
         length = max(t.shape[1] for t in tokens)
         tokens = jnp.stack([_pad_tokens(t, length) for t in tokens], axis=1)  # [B, M, N, D]
         token_mask = jnp.stack([_pad_tokens(m, length) for m in token_masks], axis=1)  # [B, M, N]
-        return tokens, token_mask, jnp.stack(pooled, 1), jnp.stack(present, 1), jnp.stack(bad, 1)
+        return (tokens, token_mask, jnp.stack(pooled, 1), jnp.stack(present, 1), jnp.stack(bad, 1),
+                jnp.stack(residual, 1))
 
     def _caption(self, batch):
         caption = jnp.asarray(batch[CAPTION])
@@ -164,16 +168,19 @@ class IMROModel(nn.Module):
                 "task 'generation' needs batch['caption'] (int[batch, length], 0 = padding) for "
                 "teacher forcing; use imro_jax.models.generate to decode without one"
             )
-        tokens, token_mask, pooled, present, bad = self._encode(batch, train)
-        estimate = self.estimator(pooled, present, train=train)
+        tokens, token_mask, pooled, present, bad, residual = self._encode(batch, train)
+        fusion_present = present
+        if train and s.modality_dropout > 0:
+            fusion_present = drop_modalities(self.make_rng("dropout"), present, s.modality_dropout)
+        estimate = self.estimator(pooled, fusion_present, train=train, encoding=residual)
         valid = jnp.any(present, axis=-1)
         if s.nonfinite == "error":
             valid = valid & ~jnp.any(bad, axis=-1)
 
         fused = None
         if s.fusion in TOKEN_FUSIONS:
-            weights = self._token_weights(estimate, present)
-            fused = self.token_fusion(tokens, token_mask, weights, present, train=train)
+            weights = self._token_weights(estimate, fusion_present)
+            fused = self.token_fusion(tokens, token_mask, weights, fusion_present, train=train)
             if s.task == "generation":
                 caption, caption_ok = self._caption(batch)
                 valid = valid & caption_ok
@@ -181,7 +188,7 @@ class IMROModel(nn.Module):
             else:
                 logits = self.head(fused)
         else:
-            logits, weights = decision_fusion(s.fusion, estimate.unimodal, present)
+            logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)
         if s.task == "regression":
             logits = logits[:, 0]
 
@@ -215,17 +222,44 @@ class IMROModel(nn.Module):
         """R for ``imro``; 1/M over the present modalities for ``uniform`` and ``concat``."""
         return estimate.reliability if self.spec.fusion == "imro" else uniform_weights(present)
 
+    def encodings(self, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """Eval-mode encodings float32 ``[B, M, D]`` (each modality's mean input-token residual before
+        its encoder's final LayerNorm) and presence bool ``[B, M]``: what the reliability
+        statistics are fitted on (:mod:`imro_jax.models.statistics`)."""
+        validate_batch(batch, self.spec)
+        _, _, _, present, _, residual = self._encode(batch, False)
+        return residual.astype(jnp.float32), present
+
     def fuse(self, batch: dict) -> jax.Array:
         """Fused tokens ``[B, F, D]`` for decoding (eval mode)."""
         validate_batch(batch, self.spec)
-        tokens, token_mask, pooled, present, _ = self._encode(batch, False)
-        estimate = self.estimator(pooled, present, train=False)
+        tokens, token_mask, pooled, present, _, residual = self._encode(batch, False)
+        estimate = self.estimator(pooled, present, train=False, encoding=residual)
         weights = self._token_weights(estimate, present)
         return self.token_fusion(tokens, token_mask, weights, present, train=False)
 
     def decode(self, context: jax.Array, prefix: jax.Array) -> jax.Array:
         """Next-token logits ``[B, L, V]`` for a prefix (eval mode)."""
         return self.decoder(context, prefix, train=False)
+
+
+def drop_modalities(key: jax.Array, present: jax.Array, rate: float) -> jax.Array:
+    """Modality dropout: hides each present modality with probability ``rate``, per sample,
+    but always keeps at least one (a uniformly chosen present one) where any is present.
+
+    Args:
+      key: PRNG key.
+      present: bool ``[batch, modality]``.
+      rate: drop probability in [0, 1).
+
+    Returns:
+      bool ``[batch, modality]``, a subset of ``present``.
+    """
+    u = jax.random.uniform(key, present.shape)
+    kept = present & (u >= rate)
+    # The present modality with the largest u survives: uniform among the present ones.
+    survivor = jax.nn.one_hot(jnp.argmax(jnp.where(present, u, -1.0), axis=-1), present.shape[-1], dtype=bool)
+    return jnp.where(jnp.any(kept, axis=-1, keepdims=True), kept, survivor & present)
 
 
 def build_model(model_config: Any) -> IMROModel:

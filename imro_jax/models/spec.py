@@ -13,14 +13,18 @@ The ``model`` section::
     fusion_tokens number of learned fusion query tokens
     nonfinite     "error" | "as_missing"  (NaN/Inf in a modality: raise, or drop that modality
                   for that sample)
-    reliability   {entropy: "predictive" | "gaussian" | "embedding", eps: float,
-                   normalize: bool (optional, default True: R on the simplex)}
+    reliability   {entropy: "surprisal" | "predictive" | "gaussian" | "embedding", eps: float,
+                   and optionally normalize, agreement, shrinkage, rank, quantile,
+                   fit_examples (see :class:`ReliabilitySpec`)}
     modalities    {name: {encoder: "text" | "vit" | "spectrogram" | "feature", ...}}
     num_classes   (classification only)
     label_variance (regression only) Var(Y) of the training labels, gives H(Y) for the MI
     decoder       (generation only) {vocab_size, max_len, depth}
     remat         bool, rematerialise every Transformer block in the backward pass (saves
                   activation memory for ~one extra forward; optional, default False)
+    modality_dropout  probability in [0, 1) that training hides a present modality of a sample
+                  from the fusion (at least one stays); every fusion, so comparisons stay fair
+                  (optional, default 0)
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ TASKS = ("classification", "regression", "generation")
 FUSIONS = ("imro", "uniform", "concat", "late", "energy", "evidential")
 TOKEN_FUSIONS = ("imro", "uniform", "concat")
 DECISION_FUSIONS = ("late", "energy", "evidential")
-ENTROPY_SOURCES = ("predictive", "gaussian", "embedding")
+ENTROPY_SOURCES = ("surprisal", "predictive", "gaussian", "embedding")
 NONFINITE_POLICIES = ("error", "as_missing")
 
 
@@ -112,11 +116,42 @@ ENCODER_SPECS = {"text": TextSpec, "vit": VitSpec, "spectrogram": SpectrogramSpe
 
 @dataclasses.dataclass(frozen=True)
 class ReliabilitySpec:
-    """Reliability estimator choices (see :mod:`imro_jax.models.reliability`)."""
+    """Reliability estimator choices (see :mod:`imro_jax.models.reliability`).
+
+    Attributes:
+      entropy: the H of R = I / (H + eps): ``"surprisal"`` (excess surprisal of the modality's
+        encoding under statistics fitted on clean training data), or the unimodal head's
+        ``"predictive"`` entropy (the paper-literal estimator), ``"gaussian"``, ``"embedding"``.
+      eps: the epsilon of R.
+      normalize: False: raw I / (H + eps), not on the simplex (an ablation).
+      agreement: weight (>= 0) of the disagreement ``KL(consensus of the others || q(y|x_m))``
+        in nats, added to H; 0 turns cross-modal agreement off.
+      shrinkage: covariance shrinkage of the fitted embedding density, in [0, 1].
+      rank: 0 (full covariance) or the rank of its probabilistic-PCA structure.
+      quantile: the clean quantile beyond which surprisal counts as excess, in (0, 1).
+      fit_examples: at most this many training examples are read by the statistics pass.
+    """
 
     entropy: str
     eps: float
-    normalize: bool = True  # False: raw I / (H + eps), not on the simplex (an ablation)
+    normalize: bool = True
+    agreement: float = 0.0
+    shrinkage: float = 0.1
+    rank: int = 0
+    quantile: float = 0.99
+    fit_examples: int = 4096
+
+    def __post_init__(self):
+        checks = (
+            ("eps", self.eps > 0), ("agreement", self.agreement >= 0), ("shrinkage", 0 <= self.shrinkage <= 1),
+            ("rank", isinstance(self.rank, int) and self.rank >= 0), ("quantile", 0 < self.quantile < 1),
+            ("fit_examples", isinstance(self.fit_examples, int) and self.fit_examples >= 2),
+        )
+        for key, ok in checks:
+            if not ok:
+                raise ValueError(f"model.reliability.{key} has an invalid value {getattr(self, key)!r} "
+                                 "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
+                                 "quantile in (0, 1), fit_examples int >= 2)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +182,7 @@ class ModelSpec:
     label_variance: float | None = None
     decoder: DecoderSpec | None = None
     remat: bool = False
+    modality_dropout: float = 0.0
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -239,6 +275,8 @@ def parse_model_config(model_config: Any) -> ModelSpec:
     missing_task_key = task_keys[task] - cfg.keys()
     if missing_task_key:
         raise ValueError(f"task {task!r} needs model keys {sorted(missing_task_key)}")
+    if not (isinstance(spec.modality_dropout, (int, float)) and 0 <= spec.modality_dropout < 1):
+        raise ValueError(f"model.modality_dropout must be in [0, 1), got {spec.modality_dropout!r}")
     if not isinstance(spec.remat, bool):
         raise ValueError(f"model.remat must be a bool, got {spec.remat!r}")
     if spec.dim % spec.num_heads:

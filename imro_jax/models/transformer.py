@@ -232,13 +232,15 @@ class TransformerStack(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, *, train, context=None, context_mask=None):
-        """Args/Returns as :class:`TransformerBlock`."""
+    def __call__(self, x, mask, *, train, context=None, context_mask=None, return_residual=False):
+        """Args/Returns as :class:`TransformerBlock`; with ``return_residual`` also the residual
+        stream before the final LayerNorm (same shape), which keeps the inputs' magnitude."""
         block = block_class(self.remat)
         for i in range(self.depth):
             x = block(
                 self.num_heads, self.mlp_dim, self.dropout, self.causal, self.cross_attention,
                 name=f"block_{i}",
             )(x, mask, train, context, context_mask)
-        return layer_norm(name="ln_final")(x)
+        out = layer_norm(name="ln_final")(x)
+        return (out, x) if return_residual else out
 

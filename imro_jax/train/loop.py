@@ -71,15 +71,23 @@ class Run:
     def eval_step(self):
         """The jitted `task.eval_fn`, passing through the padding flag of `evaluate`."""
 
-        def eval_with_valid(params, batch):
+        def eval_with_valid(variables, batch):
             batch = dict(batch)
             valid = batch.pop(VALID)
-            return dict(self.task.eval_fn(params, batch), **{VALID: valid})
+            return dict(self.task.eval_fn(variables, batch), **{VALID: valid})
 
         return step_lib.make_eval_step(
-            eval_with_valid, params_shardings=self.shardings.params, mesh=self.mesh,
+            eval_with_valid, params_shardings=self.shardings.variables(), mesh=self.mesh,
             rules=self.rules,
         )
+
+    def fit_model_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
+        """`state` with its model state refitted by `task.fit_model_state` (if the task has one)
+        on an ordered pass over the training split."""
+        if self.task.fit_model_state is None:
+            return state
+        fitted = self.task.fit_model_state(state.variables(), lambda: _global_batches(self, "train"))
+        return state.replace(model_state=jax.device_put(fitted, self.shardings.model_state))
 
 
 def _pad_rows(batch: dict, size: int) -> dict:
@@ -99,28 +107,36 @@ def _to_host(tree) -> Any:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def evaluate(run: Run, params, split: str, eval_step=None) -> dict[str, float]:
-    """Runs `task.eval_fn` over a whole split and summarises it with `task.summarize_eval`.
+def _global_batches(run: Run, split: str):
+    """One ordered pass over `split` as global batches `(batch, valid [B])`.
 
     Every process steps the same number of times (exhausted ones feed padding rows, flagged
     invalid), so uneven splits across processes and a short last batch are handled exactly.
     """
-    eval_step = eval_step or run.eval_step()
     local_size = run.config.data.batch_size // jax.process_count()
     filler = _pad_rows(run.example_batch, local_size)
     batches = iter(run.task.eval_data(split, jax.process_index(), jax.process_count()))
     sharding = partitioning.batch_sharding(run.mesh)
-    outputs = []
     while True:
         local = next(batches, None)
         if not _any_process(local is not None):
-            break
+            return
         rows = 0 if local is None else len(jax.tree.leaves(local)[0])
         if rows > local_size:
             raise ValueError(f"eval batch of {rows} rows exceeds the per-process size {local_size}")
         padded = filler if local is None else _pad_rows(local, local_size)
         padded = dict(padded, **{VALID: np.arange(local_size) < rows})
-        outputs.append(_to_host(eval_step(params, input_lib.to_global_batch(padded, sharding))))
+        padded = input_lib.to_global_batch(padded, sharding)
+        yield {k: v for k, v in padded.items() if k != VALID}, padded[VALID]
+
+
+def evaluate(run: Run, variables, split: str, eval_step=None) -> dict[str, float]:
+    """Runs `task.eval_fn(variables, batch)` over a whole split and summarises it with
+    `task.summarize_eval` (`variables = state.variables()`)."""
+    eval_step = eval_step or run.eval_step()
+    outputs = []
+    for batch, valid in _global_batches(run, split):
+        outputs.append(_to_host(eval_step(variables, dict(batch, **{VALID: valid}))))
     if not outputs:
         raise ValueError(f"eval split {split!r} is empty")
     merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
@@ -222,9 +238,11 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
                 rate, batch_size = throughput.rate(step), jax.tree.leaves(batch)[0].shape[0]
                 last = _log_train(writer, progress, step, metrics, rate, batch_size)
             eval_metrics = None
+            if is_last or (config.train.eval_every and step % config.train.eval_every == 0):
+                state = run.fit_model_state(state)
             if config.train.eval_every and (step % config.train.eval_every == 0 or is_last):
                 eval_metrics = _evaluate_and_log(
-                    run, state.params, eval_step, writer, progress, step
+                    run, state.variables(), eval_step, writer, progress, step
                 )
                 last.update(eval_metrics)
                 throughput.restart(step)
@@ -247,6 +265,18 @@ def _restore_checkpoint(run: Run, step: int | None) -> checkpoint_lib.Restored:
     if restored is None:
         raise checkpoint_lib.CheckpointError(f"no checkpoint in {run.checkpointer.directory}")
     return restored
+
+
+def restore_variables(
+    config: ml_collections.ConfigDict, workdir, task: Task, step: int | None = None
+) -> dict:
+    """`{"params": ..., **model_state}` of a checkpoint (see `restore_params`), on the host:
+    what `model.apply` takes, fitted statistics included."""
+    run = Run(config, workdir, task)
+    try:
+        return jax.device_get(_restore_checkpoint(run, step).state.variables())
+    finally:
+        run.checkpointer.close()
 
 
 def restore_params(
@@ -287,7 +317,7 @@ def evaluate_checkpoint(
     run = Run(config, workdir, task)
     try:
         restored = _restore_checkpoint(run, step)
-        metrics = dict(evaluate(run, restored.state.params, split), step=restored.step)
+        metrics = dict(evaluate(run, restored.state.variables(), split), step=restored.step)
     finally:
         run.checkpointer.close()
     if reporting.is_primary():

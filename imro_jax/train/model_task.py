@@ -1,6 +1,7 @@
 """The IMRO model and its datasets as a `Task` for the training loop.
 
-    init    model.init({"params", "dropout"}, batch, train=False)["params"]
+    init    model.init({"params", "dropout"}, batch, train=False): params + reliability_stats
+    fit     the reliability statistics pass (`imro_jax.models.statistics`), surprisal H only
     loss    imro_loss(model.apply(params, batch, train=True), batch, config.loss, step=step)
     eval    per-example logits, labels and per-modality R, H, I (train=False), summarised over
             the split by `imro_jax.eval.classification_report` (classification), MAE/MSE
@@ -20,6 +21,8 @@ from imro_jax.data import make_pipeline, prepare_dataset
 from imro_jax.eval import classification_report
 from imro_jax.models import build_model, imro_loss, validate_batch
 from imro_jax.models.heads import caption_loss_mask
+from imro_jax.models.reliability import STATS
+from imro_jax.models.statistics import fit_reliability_stats
 from imro_jax.train.precision import cast_floating
 from imro_jax.train.task import Task
 
@@ -88,6 +91,13 @@ def summarize_outputs(
     return metrics
 
 
+def _to_host(x):
+    """A global array on the host (all-gathered across processes when there are several)."""
+    if jax.process_count() == 1:
+        return jax.device_get(x)
+    return multihost_utils.process_allgather(x, tiled=True)
+
+
 def _prepare_once(data_config: ml_collections.ConfigDict) -> None:
     """Builds the dataset on process 0 while the others wait (they share the data dir)."""
     if jax.process_index() == 0:
@@ -102,6 +112,7 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
     _prepare_once(config.data)
 
     def pipeline(split, train, seed, index, count):
+        split = config.data.train_split if split == "train" else split
         return make_pipeline(config.data, split=split, train=train, seed=seed,
                              process_index=index, process_count=count)
 
@@ -111,18 +122,22 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
         return batch
 
     def init_fn(rng, batch):
-        return model.init({"params": rng, "dropout": rng}, batch, train=False)["params"]
+        return model.init({"params": rng, "dropout": rng}, batch, train=False)
 
     def loss_fn(params, batch, rng, step):
         output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
         return imro_loss(cast_floating(output, jnp.float32), batch, config.loss, step=step)
 
-    def eval_fn(params, batch):
-        output = cast_floating(model.apply({"params": params}, batch, train=False), jnp.float32)
+    def eval_fn(variables, batch):
+        output = cast_floating(model.apply(variables, batch, train=False), jnp.float32)
         outputs = {name: getattr(output, name) for name in PER_MODALITY}
         if CAPTION in batch and output.logits.ndim == 3:  # generation: teacher-forced targets
             outputs[CAPTION] = batch[CAPTION]
         return dict(outputs, logits=output.logits, present=output.present, label=batch[LABEL])
+
+    def fit_model_state(variables, batches):
+        to_host = lambda x: _to_host(x)  # noqa: E731
+        return {STATS: fit_reliability_stats(model, variables, batches, to_host=to_host)}
 
     modalities = tuple(sorted(config.model.modalities.keys()))
     return Task(
@@ -133,4 +148,5 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
         example_batch=example_batch,
         train_data=lambda seed, index, count: pipeline("train", True, seed, index, count),
         eval_data=lambda split, index, count: pipeline(split, False, 0, index, count),
+        fit_model_state=fit_model_state if model.spec.reliability.entropy == "surprisal" else None,
     )

@@ -13,7 +13,8 @@ from jax.sharding import Mesh
 
 from imro_jax.train import partitioning
 
-InitFn = Callable[[jax.Array, dict], Any]  # (rng, example_batch) -> logically boxed params
+InitFn = Callable[[jax.Array, dict], Any]  # (rng, example_batch) -> {"params": boxed, **other collections}
+PARAMS = "params"
 
 
 @flax.struct.dataclass
@@ -26,6 +27,8 @@ class TrainState:
         opt_state: Optax state; moment estimates sharded like their parameters.
         rng: uint32[key] raw key data; the step key is `fold_in(rng, step)`.
         skipped: int32[] steps whose update was skipped by the non-finite guard.
+        model_state: the model's other variable collections (fitted statistics such as
+            ``reliability_stats``), replicated, never trained; ``{}`` for models without any.
     """
 
     step: jax.Array
@@ -33,6 +36,11 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     skipped: jax.Array
+    model_state: Any
+
+    def variables(self) -> dict:
+        """``{"params": params, **model_state}``: what ``model.apply`` takes."""
+        return {PARAMS: self.params, **self.model_state}
 
 
 def _example_rows(example_batch: dict, rows: int = 2) -> dict:
@@ -44,7 +52,10 @@ def _init_state(init_fn: InitFn, optimizer: optax.GradientTransformation, exampl
                 seed: jax.Array) -> tuple[TrainState, Any]:
     """Pure initialisation: returns (state, boxed params); run under `eval_shape` or `jit`."""
     params_rng, state_rng = jax.random.split(jax.random.key(seed))
-    boxed = init_fn(params_rng, example_batch)
+    variables = dict(init_fn(params_rng, example_batch))
+    if PARAMS not in variables:
+        raise ValueError(f"init_fn must return Flax variables {{'params': ..., ...}}; got keys {sorted(variables)}")
+    boxed = variables.pop(PARAMS)
     params = nn.unbox(boxed)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -52,6 +63,7 @@ def _init_state(init_fn: InitFn, optimizer: optax.GradientTransformation, exampl
         opt_state=optimizer.init(params),
         rng=jax.random.key_data(state_rng),
         skipped=jnp.zeros((), jnp.int32),
+        model_state=nn.unbox(variables),
     )
     return state, boxed
 
@@ -82,6 +94,7 @@ def train_state_shardings(
         ),
         rng=jax.sharding.PartitionSpec(),
         skipped=jax.sharding.PartitionSpec(),
+        model_state=jax.tree.map(lambda _: jax.sharding.PartitionSpec(), abstract.model_state),
     )
     shardings = partitioning.named_shardings(mesh, specs)
     abstract = jax.tree.map(
@@ -105,7 +118,8 @@ def make_initializer(
     compilation serves every seed).
 
     Args:
-        init_fn: `(rng, example_batch) -> params` with `nn.LogicallyPartitioned` leaves.
+        init_fn: `(rng, example_batch) -> {"params": params, **collections}`, params with
+            `nn.LogicallyPartitioned` leaves.
         optimizer: the Optax chain.
         example_batch: a numpy batch (only its first rows are used, for shapes).
         shardings: from `train_state_shardings`.

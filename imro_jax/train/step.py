@@ -127,7 +127,9 @@ def make_eval_step(
     mesh: Mesh,
     rules: partitioning.LogicalRules | None = None,
 ) -> Callable[[Any, dict], dict]:
-    """Jits `eval_fn(params, batch) -> metrics` over the mesh (params not donated).
+    """Jits `eval_fn(variables, batch) -> metrics` over the mesh (variables not donated).
+
+    `params_shardings` are the shardings of the whole `variables` tree.
 
     Metric leaves with a leading batch axis stay sharded over "data"; scalars are replicated.
     `rules` as in `make_train_step`.

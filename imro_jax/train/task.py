@@ -17,15 +17,22 @@ class Task:
     """A trainable problem.
 
     Attributes:
-        init_fn: `(rng, batch) -> params` whose leaves are `nn.LogicallyPartitioned`.
+        init_fn: `(rng, batch) -> {"params": params, **collections}` (Flax variables), params
+            with `nn.LogicallyPartitioned` leaves; other collections become the untrained
+            `TrainState.model_state`.
         loss_fn: `(params, batch, rng, step) -> (scalar loss, {name: scalar})`, training mode.
-        eval_fn: `(params, batch) -> {name: array[B, ...]}` per-example outputs, eval mode.
+        eval_fn: `(variables, batch) -> {name: array[B, ...]}` per-example outputs, eval mode;
+            `variables = {"params": params, **model_state}`.
         summarize_eval: `{name: np.ndarray[N, ...]} -> {metric: float}` over a whole split.
         example_batch: `() -> numpy batch`, identical on every process (shapes for init).
         train_data: `(seed, process_index, process_count) -> iterator` of per-process numpy
             batches with `get_state()` / `set_state(state)`.
         eval_data: `(split, process_index, process_count) -> finite iterable` of per-process
             numpy batches (the last one may be smaller).
+        fit_model_state: optional `(variables, batches) -> model_state`: fits the model state
+            (e.g. `imro_jax.models.statistics.fit_reliability_stats`) from `batches()`, a fresh
+            ordered pass of `(global batch, valid [B])` over the training split. The loop runs
+            it before every evaluation and at the end of training.
     """
 
     init_fn: Callable[[jax.Array, dict], Any]
@@ -35,3 +42,4 @@ class Task:
     example_batch: Callable[[], dict]
     train_data: Callable[[int, int, int], Iterator[dict]]
     eval_data: Callable[[str, int, int], Iterable[dict]]
+    fit_model_state: Callable[[dict, Callable[[], Iterable[tuple[dict, Any]]]], Any] | None = None

@@ -39,7 +39,7 @@ def _trimodal_small(fusion):
 
 def _abstract_params(config, batch):
     _, init_fn, loss_fn, _ = benchlib.model_functions(config)
-    params = nn.unbox(jax.eval_shape(lambda: init_fn(jax.random.key(0), batch)))
+    params = nn.unbox(jax.eval_shape(lambda: init_fn(jax.random.key(0), batch)))["params"]
     return params, loss_fn
 
 

@@ -176,3 +176,18 @@ def test_errors(batch):
         sw.sweep({"a_only": view_a_only}, batch, corruption="gaussian", levels=[], subsets=[("a",)])
     with pytest.raises(ValueError, match="no sample of classes"):
         sw.class_prototypes({**batch, "label": np.zeros(B, np.int32)}, K)
+
+
+def test_oracle_masks_exactly_the_levels_that_change_the_input():
+    from imro_jax.eval import sweep as sweep_lib
+
+    rng = np.random.default_rng(0)
+    batch = {"a": rng.normal(size=(6, 5)).astype(np.float32), "label": np.arange(6) % 2,
+             "mask": {"a": np.ones(6, bool)}}
+    cases = {("clipping", 1.0): False, ("clipping", 0.5): True, ("stuck", 0.0): True, ("gaussian", 0.0): False,
+             ("gaussian", 0.3): True, ("snr", 0.0): True}
+    for (name, level), hit in cases.items():
+        out = sweep_lib.corrupt(batch, name, level, ["a"], key=jax.random.key(0))
+        changed = not np.array_equal(out["a"], batch["a"])
+        assert changed == hit, (name, level)  # the ground truth: did the input change?
+        assert bool(sweep_lib.corrupted_mask(out)["a"].all()) == hit, (name, level)

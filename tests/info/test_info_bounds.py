@@ -53,7 +53,7 @@ def assert_mean_close(values, target, num_se=4.0, extra=0.0):
 
 
 def test_infonce_never_above_log_k_and_matches_anchors(ratios):
-    # anchors.md sec. 5 (d = 20, K = 64, 500 batches): InfoNCE 1.82 (MI 2), 3.74 (6), 4.12 (10).
+    # docs/protocols.md sec. 5 (d = 20, K = 64, 500 batches): InfoNCE 1.82 (MI 2), 3.74 (6), 4.12 (10).
     for mi, anchor in ((2.0, 1.82), (6.0, 3.74), (10.0, 4.12)):
         values = batch_values(infonce_lower_bound, ratios[mi])
         assert np.all(values <= math.log(K) + 1e-5)
@@ -85,7 +85,7 @@ def test_tuba_baseline_relations():
     rng = np.random.default_rng(1)
     scores = jnp.asarray(rng.normal(size=(8, 8)))
     baseline = jnp.asarray(rng.normal(size=8))
-    # NWJ = TUBA(f - 1, a = 1) (anchors.md sec. 5).
+    # NWJ = TUBA(f - 1, a = 1) (docs/protocols.md sec. 5).
     np.testing.assert_allclose(nwj_lower_bound(scores), tuba_lower_bound(scores - 1.0, 0.0), 1e-6)
     # A [K] baseline is per y_j, i.e. per column.
     np.testing.assert_allclose(

@@ -64,7 +64,7 @@ def run_steps(data: int, model: int, compute_dtype: str):
     optimizer, schedule = optim.make_optimizer(OPTIMIZER, NUM_STEPS)
 
     def init_fn(rng, batch):
-        return net.init({"params": rng, "dropout": rng}, batch, train=False)["params"]
+        return net.init({"params": rng, "dropout": rng}, batch, train=False)
 
     def loss_fn(params, batch, rng, step):
         output = net.apply({"params": params}, batch, train=True, rngs={"dropout": rng})

@@ -143,8 +143,8 @@ def toy_task(config: ml_collections.ConfigDict) -> Task:
     model = ToyModel(dropout=config.model.dropout)
     batch_size = config.data.batch_size
 
-    def eval_fn(params, batch):
-        logits = model.apply({"params": params}, batch, train=False)
+    def eval_fn(variables, batch):
+        logits = model.apply(variables, batch, train=False)
         return {"logits": logits, "label": batch["label"]}
 
     def summarize(outputs):
@@ -152,7 +152,7 @@ def toy_task(config: ml_collections.ConfigDict) -> Task:
         return {"accuracy": float(correct.mean()), "num_examples": float(correct.size)}
 
     return Task(
-        init_fn=lambda rng, batch: model.init({"params": rng}, batch, train=False)["params"],
+        init_fn=lambda rng, batch: model.init({"params": rng}, batch, train=False),
         loss_fn=toy_loss(model),
         eval_fn=eval_fn,
         summarize_eval=summarize,
