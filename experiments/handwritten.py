@@ -130,6 +130,9 @@ def main(argv=None) -> dict:
             first_imro = trained["imro"]
         clean = {m: round(100 * v["accuracy"], 2) for m, v in per_seed[-1]["clean"].items()}
         print(f"[{NAME}] seed {seed}: clean accuracy {clean}", flush=True)
+        if seed + 1 < setting["seeds"]:  # interim results after every seed (labelled REDUCED)
+            interim = summarize(per_seed, methods, setting, mode, steps, args)
+            common.write_results(args.out, interim["payload"], interim["markdown"], interim["summary"])
 
     result = summarize(per_seed, methods, setting, mode, steps, args)
     if first_imro is not None:

@@ -42,12 +42,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fusion_tokens = 4  # learned query tokens of the fusion attention
     config.model.nonfinite = "error"  # NaN/Inf in a modality: error | as_missing
     config.model.remat = False  # recompute Transformer blocks in backward (less memory, ~+1 fwd)
-    config.model.modality_dropout = 0.0  # train-time chance of hiding a modality from the fusion
+    # train-time chance of hiding a modality from the fusion (every fusion; chosen on validation:
+    # experiments/results/select_reliability)
+    config.model.modality_dropout = 0.3
     # R = I / (H + eps) (imro_jax.models.reliability). H: surprisal (the encoding's excess
     # surprisal under clean-data statistics, fitted after training) | predictive (the paper taken
     # literally, "imro_paper") | gaussian | embedding; plus agreement x KL(consensus || q_m).
     config.model.reliability = ml_collections.ConfigDict(dict(
-        entropy="surprisal", eps=1e-6, normalize=True, agreement=0.0,
+        entropy="surprisal", eps=1e-6, normalize=True, agreement=1.0,
         shrinkage=0.1, rank=0, quantile=0.99, fit_examples=4096,  # the density and its calibration
     ))
     config.model.modalities = ml_collections.ConfigDict()
