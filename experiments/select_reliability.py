@@ -38,8 +38,8 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
     "surprisal+agreement": {**SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.0},
     "surprisal+agreement+dropout": {**SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.3},
 }
-SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3),
-            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10)}
+SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
+            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10, variants=("paper", "surprisal+agreement+dropout"))}
 
 
 def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
@@ -65,21 +65,21 @@ def main(argv=None) -> dict:
     overrides = {**common.train_overrides(args), "data.train_split": TRAIN}
     base = common.load_config("handwritten", overrides)
     validation = common.load_split(base.data, VALIDATION)
-    per_seed = []
+    per_seed, variants = [], setting["variants"]
     for seed in range(setting["seeds"]):
-        trained = {v: common.train(common.load_config("handwritten", {**overrides, **o, "seed": seed}), args.workdir)
-                   for v, o in VARIANTS.items()}
+        trained = {v: common.train(common.load_config("handwritten", {**overrides, **VARIANTS[v], "seed": seed}),
+                                   args.workdir) for v in variants}
         predictors = {v: sweep_lib.model_predictor(t.model, t.variables) for v, t in trained.items()}
         per_seed.append(conditions(predictors, validation, setting, seed))
         print(f"[{NAME}] seed {seed}: " + ", ".join(
             f"{v} {100 * np.mean(list(r.values())):.2f}" for v, r in per_seed[-1].items()), flush=True)
-    metrics = list(per_seed[0][next(iter(VARIANTS))])
-    table = {v: {k: 100 * float(np.mean([s[v][k] for s in per_seed])) for k in metrics} for v in VARIANTS}
+    metrics = list(per_seed[0][variants[0]])
+    table = {v: {k: 100 * float(np.mean([s[v][k] for s in per_seed])) for k in metrics} for v in variants}
     for v in table:
         table[v]["score"] = float(np.mean([table[v][k] for k in metrics]))
     best = max(table, key=lambda v: table[v]["score"])
     label = common.run_label(mode, len(per_seed), SETTINGS[mode]["seeds"])
-    rows = [[f"**{v}**" if v == best else v, *(f"{table[v][k]:.2f}" for k in [*metrics, "score"])] for v in VARIANTS]
+    rows = [[f"**{v}**" if v == best else v, *(f"{table[v][k]:.2f}" for k in [*metrics, "score"])] for v in variants]
     markdown = "\n".join([
         "# Choosing the IMRO default on a validation split (Handwritten)\n",
         f"{label} run: {len(per_seed)} seed(s), trained on `{TRAIN}`, scored on `{VALIDATION}` (the test split is "

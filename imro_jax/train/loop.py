@@ -238,8 +238,11 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
                 rate, batch_size = throughput.rate(step), jax.tree.leaves(batch)[0].shape[0]
                 last = _log_train(writer, progress, step, metrics, rate, batch_size)
             eval_metrics = None
-            if is_last or (config.train.eval_every and step % config.train.eval_every == 0):
+            if run.task.fit_model_state and (is_last or (config.train.eval_every and step % config.train.eval_every == 0)):
+                fit_start = time.perf_counter()
                 state = run.fit_model_state(state)
+                writer.write({"step": step, "model_state_fit_s": time.perf_counter() - fit_start})
+                throughput.restart(step)
             if config.train.eval_every and (step % config.train.eval_every == 0 or is_last):
                 eval_metrics = _evaluate_and_log(
                     run, state.variables(), eval_step, writer, progress, step

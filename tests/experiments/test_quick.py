@@ -60,12 +60,18 @@ def test_handwritten_quick(shared):
         assert noise["scores"][method + "+oracle"]["accuracy"][0] == noise["scores"][method]["accuracy"][0]
     assert "RCML (published)" in markdown and "99.40" in markdown
     assert_pngs(out, ["noise_accuracy.png", "noise_weight_of_noisy_views.png", "reliability_report.png"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 1 and set(summary["methods"]) == {"imro", "uniform", "late"}
+    row = summary["methods"]["imro"]
+    assert {"clean", "conflictive", "noise@10", "noise@10+oracle", "misaligned", "shuffle+oracle"} <= set(row)
+    assert row["clean"] == pytest.approx(100 * seed["clean"]["imro"]["accuracy"], abs=0.006)
+    assert row["noise@10"] == pytest.approx(100 * noise["scores"]["imro"]["accuracy"][-1], abs=0.006)
 
 
 def test_ablations_quick(shared):
     payload, markdown, _ = run_quick(shared, "ablations")
     variants = payload["numbers"]["handwritten"]
-    assert set(variants) == {"IMRO (predictive H, Barber-Agakov I)", "R fixed uniform"}
+    assert set(variants) == {"IMRO (surprisal H, agreement, modality dropout)", "R fixed uniform"}
     assert "not run" not in markdown
 
 
@@ -92,3 +98,15 @@ def test_synth_quick(shared):
     assert -1.0 <= seed["spearman"]["imro"]["pooled"] <= 1.0
     assert_pngs(out, ["imro_r_vs_quality.png", "reliability_report.png", "classification_noise_audio.png",
                       "captions_noise_text.png"])
+
+
+def test_select_reliability_quick(shared):
+    payload, markdown, out = run_quick(shared, "select_reliability")
+    table = payload["table"]
+    assert set(table) == {"paper", "surprisal+agreement+dropout"}
+    for row in table.values():  # the score is the mean of the condition columns
+        conditions = [v for k, v in row.items() if k != "score"]
+        assert row["score"] == pytest.approx(sum(conditions) / len(conditions))
+    assert payload["selected"] == max(table, key=lambda v: table[v]["score"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "python experiments/select_reliability.py --quick" and summary["seeds"] == 1

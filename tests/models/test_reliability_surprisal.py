@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 from scipy import stats as sps
 from scipy.special import logsumexp
 
@@ -11,6 +12,7 @@ from imro_jax.models import build_model, parse_model_config
 from imro_jax.models.model import IMROModel, drop_modalities
 from imro_jax.models.reliability import STATS, consensus_disagreement
 from imro_jax.models.statistics import fit_reliability_stats, with_stats
+from imro_jax.train import mesh as mesh_lib
 from models_testlib import ONE_MODALITY, TINY_MODALITIES, make_batch, tiny_config
 
 TWO_FEATURES = {"a": TINY_MODALITIES["a"], "b": TINY_MODALITIES["b"]}
@@ -149,3 +151,22 @@ def test_bad_modality_dropout_is_named():
     cfg.modality_dropout = 1.0
     with pytest.raises(ValueError, match="modality_dropout"):
         parse_model_config(cfg)
+
+
+def test_reliability_statistics_are_the_same_sharded_over_8_devices():
+    cfg = tiny_config(modalities={"a": TINY_MODALITIES["a"], "b": TINY_MODALITIES["b"]})
+    cfg.reliability = dict(entropy="surprisal", eps=1e-6)
+    model = build_model(cfg)
+    data = make_batch(cfg, batch_size=64, seed=1, sequence_lengths={})
+    variables = model.init({"params": jax.random.key(0)}, make_batch(cfg, 4, sequence_lengths={}), train=False)
+    valid = np.arange(64) < 60  # the last rows are padding
+
+    def batches(put):
+        return lambda: ((put(jax.tree.map(lambda x: x[i:i + 32], data)), put(valid[i:i + 32])) for i in (0, 32))
+
+    single = fit_reliability_stats(model, variables, batches(lambda x: x))
+    mesh = mesh_lib.make_mesh(8, 1)
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    sharded = fit_reliability_stats(model, variables, batches(lambda t: jax.device_put(t, sharding)))
+    for key, value in single["estimator"].items():
+        np.testing.assert_allclose(sharded["estimator"][key], value, rtol=2e-4, atol=1e-4, err_msg=key)
