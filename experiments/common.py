@@ -30,7 +30,7 @@ import numpy as np
 
 from imro_jax.data import make_pipeline
 from imro_jax.models import build_model
-from imro_jax.models import spec as spec_lib
+from imro_jax.models import registry
 from imro_jax.train import loop
 from imro_jax.train.config import load_config_file
 from imro_jax.train.model_task import model_task
@@ -44,8 +44,8 @@ SCRATCH = pathlib.Path(tempfile.gettempdir()) / "imro_experiments"
 # head's predictive entropy alone, no agreement term), trained the same way.
 PAPER_RELIABILITY = {"model.reliability.entropy": "predictive", "model.reliability.agreement": 0.0}
 METHODS = {"imro": {}, "imro_paper": PAPER_RELIABILITY,
-           **{f: {"model.fusion": f} for f in spec_lib.FUSIONS if f != "imro"}}
-TOKEN_METHODS = tuple(m for m, o in METHODS.items() if o.get("model.fusion", "imro") in spec_lib.TOKEN_FUSIONS)
+           **{f: {"model.fusion": f} for f in registry.FUSIONS if f != "imro"}}
+TOKEN_METHODS = tuple(m for m, o in METHODS.items() if registry.FUSIONS[o.get("model.fusion", "imro")].kind == "token")
 
 
 def method_overrides(method: str) -> dict[str, Any]:

@@ -150,7 +150,8 @@ def model_functions(config: ml_collections.ConfigDict):
     """`(model, init_fn, loss_fn, infer_fn)` for a config, as `imro_jax.train.model_task` builds them.
 
     `loss_fn(params, batch, rng, step) -> (loss, metrics)` (train mode, outputs upcast to float32
-    before the loss); `infer_fn(params, batch) -> logits` (eval mode). Defined here rather than
+    before the loss); `infer_fn(variables, batch) -> logits` (eval mode, model state included,
+    e.g. the reliability statistics the surprisal H reads). Defined here rather than
     imported because `model_task` also imports the data layer (grain, TFDS).
     """
     model = build_model(config.model)
@@ -162,8 +163,8 @@ def model_functions(config: ml_collections.ConfigDict):
         output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
         return imro_loss(precision.cast_floating(output, jnp.float32), batch, config.loss, step=step)
 
-    def infer_fn(params, batch):
-        return model.apply({"params": params}, batch, train=False).logits
+    def infer_fn(variables, batch):
+        return model.apply(variables, batch, train=False).logits
 
     return model, init_fn, loss_fn, infer_fn
 
@@ -180,7 +181,7 @@ class StepParts:
         rules: logical-axis rules passed to the step, or None where it takes none.
         mesh: the device mesh.
         loss_fn: `(params, batch, rng, step) -> (loss, metrics)` in the compute dtype.
-        infer_fn: `(params, batch) -> logits`, eval mode, in the compute dtype.
+        infer_fn: `(variables, batch) -> logits`, eval mode, in the compute dtype.
         abstract_state: `TrainState` of `ShapeDtypeStruct`s carrying their shardings.
         batch_sharding: sharding of every batch leaf.
     """
@@ -247,8 +248,8 @@ def step_parts(
         state_shardings=shardings, mesh=mesh, **({"rules": rules} if takes_rules else {}),
     )
 
-    def infer_in_dtype(params, batch):
-        return infer_fn(precision.cast_floating(params, dtype), precision.cast_inputs(batch, dtype))
+    def infer_in_dtype(variables, batch):
+        return infer_fn(precision.cast_floating(variables, dtype), precision.cast_inputs(batch, dtype))
 
     return StepParts(
         train_step=train_step, jitted=getattr(train_step, "__wrapped__", train_step),
@@ -302,7 +303,7 @@ class StepBench:
         batch: global device batch (sharded over "data").
         state: current `TrainState` (replaced by every `train()` call: the step donates it).
         forward: jitted `(params, batch, rng, step) -> loss` (train-mode forward and loss only).
-        infer: jitted `(params, batch) -> logits` (eval mode).
+        infer: jitted `(variables, batch) -> logits` (eval mode).
     """
 
     name: str
@@ -329,7 +330,7 @@ class StepBench:
 
     def inference(self):
         """Eval-mode logits."""
-        return jax.block_until_ready(self.infer(self.state.params, self.batch))
+        return jax.block_until_ready(self.infer(self.state.variables(), self.batch))
 
     def _rng(self):
         return jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), 0)

@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from imro_jax.models.registry import get_fusion
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
 
 
@@ -129,23 +130,27 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
     terms += [
         Term("estimator/hidden", 2 * batch * m * d * h, 2),
         Term("estimator/out", 2 * batch * m * h * c, 2),
+        # cross-modal agreement: the consensus of the others (detached: no backward matmul)
+        Term("estimator/consensus", (2 * 2 * batch * m * m if spec.task == "regression" else 2 * batch * m * m * c)
+             if spec.reliability.agreement > 0 else 0, 0),
         Term("critic/project", 2 * batch * m * d * d, 2 if mi_bound == "infonce" else 0),
         Term("critic/scores", 2 * m * batch * batch * d, 2 if mi_bound == "infonce" else 0),
     ]
     n = max(lengths)
-    if spec.fusion in ("imro", "uniform"):
+    fusion = get_fusion(spec.fusion)
+    if fusion.kind == "token" and not fusion.joint:
         terms += [
             Term("fusion/query", 2 * batch * f * d * d, 2),
             Term("fusion/key_value", 2 * 2 * batch * m * n * d * d, 2),
             Term("fusion/scores", 2 * batch * m * f * n * d, 2),
             Term("fusion/attend", 2 * batch * m * f * n * d, 2),
-            Term("fusion/weighted_sum", 2 * batch * m * f * d, 2 if spec.fusion == "imro" else 1),
+            Term("fusion/weighted_sum", 2 * batch * m * f * d, 2 if fusion.learned_weights else 1),
             Term("fusion/out", 2 * batch * f * d * d, 2),
             Term("fusion/mlp", 2 * 2 * batch * f * d * h, 2),
         ]
-    elif spec.fusion == "concat":
+    elif fusion.joint:
         terms += _block_terms("fusion/joint_block", batch, f + m * n, d, h)
-    if spec.fusion in ("imro", "uniform", "concat"):
+    if fusion.kind == "token":
         terms.append(Term("head", 2 * batch * d * (c if spec.task == "classification" else 1), 2))
     elif spec.fusion in ("late", "energy"):
         terms.append(Term("fusion/weighted_logits", 2 * batch * m * c, 1))

@@ -75,3 +75,18 @@ def rank_loss(confidence: ArrayLike, sample_loss: ArrayLike, valid: ArrayLike) -
     pair_loss = jnp.maximum(0.0, target * (confidence - jnp.roll(confidence, -1)) - margin)
     pair_valid = (valid & jnp.roll(valid, -1)).astype(confidence.dtype)
     return jnp.sum(pair_loss * pair_valid) / jnp.maximum(jnp.sum(pair_valid), 1.0)
+
+
+def energy_task_loss(output, batch, loss_config, step, nll, use, fused_loss):
+    """QMF's training objective for the registry (``imro_jax.models.registry``): the fused
+    cross-entropy ``fused_loss`` plus the unimodal cross-entropies ``nll [B, M]`` over the used
+    modalities ``use [B, M]`` plus the ranking loss of each modality's energy confidence.
+
+    Returns:
+      ``(task loss, {"rank_loss": ...})``.
+    """
+    del batch, loss_config, step
+    confidence = energy_confidence(output.unimodal_logits)  # [B, M]
+    ranks = jnp.sum(jax.vmap(rank_loss, in_axes=(1, 1, 1))(confidence, nll, use))
+    unimodal = jnp.mean(jnp.sum(jnp.where(use, nll, 0.0), axis=-1))
+    return fused_loss + unimodal + ranks, {"rank_loss": ranks}

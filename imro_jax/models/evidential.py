@@ -112,3 +112,26 @@ def evidential_loss(alpha: ArrayLike, label: ArrayLike, annealing: ArrayLike) ->
     expected_ce = jnp.sum(one_hot * (digamma(s)[:, None] - digamma(alpha)), axis=-1)
     misleading = one_hot + (1.0 - one_hot) * alpha
     return expected_ce + annealing * dirichlet_kl_to_uniform(misleading)
+
+
+def evidential_task_loss(output, batch, loss_config, step, nll, use, fused_loss):
+    """TMC's objective for the registry (``imro_jax.models.registry``): the Dirichlet loss of
+    every used modality and of the combined opinion (whose ``log alpha`` is ``output.logits``),
+    over the valid samples, with the KL term annealed as
+    ``min(1, step / loss.evidential_annealing_steps)`` (``step`` None: fully annealed). It
+    replaces the fused cross-entropy (``fused_loss`` is unused).
+
+    Returns:
+      ``(task loss, {"kl_annealing": ...})``.
+    """
+    del nll, fused_loss
+    if "evidential_annealing_steps" not in loss_config:
+        raise ValueError("loss.evidential_annealing_steps is required for model.fusion='evidential'")
+    step_frac = 1.0 if step is None else jnp.asarray(step, jnp.float32) / loss_config["evidential_annealing_steps"]
+    annealing = jnp.minimum(1.0, step_frac)
+    label = batch["label"]
+    per_view = jax.vmap(lambda a: evidential_loss(a, label, annealing), in_axes=1, out_axes=1)(
+        dirichlet_from_logits(output.unimodal_logits, output.present))
+    combined = evidential_loss(jnp.exp(output.logits), label, annealing)
+    loss = jnp.mean(jnp.where(output.valid, combined + jnp.sum(jnp.where(use, per_view, 0.0), -1), 0.0))
+    return loss, {"kl_annealing": annealing}

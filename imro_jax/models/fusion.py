@@ -1,16 +1,8 @@
 """Fusion steps: reliability-aware attention (IMRO) and the baselines' fusions.
 
 Token-level fusions produce fused tokens ``[batch, fusion_tokens, dim]`` from learned query
-tokens; decision-level fusions combine unimodal predictions ``[batch, modality, classes]``:
-
-================  =================================================================
-``imro``          Z = sum_m R[:, m] softmax(Q K_m^T / sqrt(d)) V_m, R from the estimator
-``uniform``       the same with R = 1/M over present modalities (paper Sec. 2.1, mean form)
-``concat``        early fusion: one joint self-attention block over queries + all tokens
-``late``          mean of the present modalities' unimodal logits
-``energy``        QMF: logits weighted by their detached energy confidence
-``evidential``    TMC: Dirichlet evidence combined by the reduced Dempster-Shafer rule
-================  =================================================================
+tokens; decision-level fusions combine unimodal predictions ``[batch, modality, classes]``. Which
+fusion does what is the table of :mod:`imro_jax.models.registry`.
 """
 
 from __future__ import annotations
@@ -19,16 +11,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from imro_jax.models import energy, evidential
 from imro_jax.models.layers import EMBEDDING_INIT, annotated, constrain, layer_norm
+from imro_jax.models.registry import get_fusion, normalise_confidence, uniform_weights  # noqa: F401 (re-export)
 from imro_jax.models.spec import ModelSpec
 from imro_jax.models.transformer import MlpBlock, MultiHeadAttention, block_class
-
-
-def uniform_weights(present: jax.Array) -> jax.Array:
-    """``present / (number present)`` per row, ``[batch, modality]``; all-absent rows are 0."""
-    present = present.astype(jnp.float32)
-    return present / jnp.maximum(jnp.sum(present, axis=-1, keepdims=True), 1.0)
 
 
 class ReliabilityAwareAttention(nn.Module):
@@ -118,7 +104,7 @@ class TokenFusion(nn.Module):
         )
         z = jnp.broadcast_to(queries, (batch, spec.fusion_tokens, dim))
         drop = nn.Dropout(spec.dropout)
-        if spec.fusion == "concat":
+        if get_fusion(spec.fusion).joint:
             joint = jnp.concatenate([z, tokens.reshape(batch, num_modalities * length, dim)], axis=1)
             joint_mask = jnp.concatenate(
                 [
@@ -157,29 +143,8 @@ def decision_fusion(fusion: str, unimodal: jax.Array, present: jax.Array) -> tup
       Both in the dtype of ``unimodal``; ``energy`` and ``evidential`` (log-sum-exp, Dirichlet
       evidence) are computed in float32 and cast.
     """
-    fused, weights = _decision_fusion_f32(fusion, unimodal.astype(jnp.float32), present)
+    combine = get_fusion(fusion).combine
+    if combine is None:
+        raise ValueError(f"{fusion!r} is not a decision fusion")
+    fused, weights = combine(unimodal.astype(jnp.float32), present)
     return fused.astype(unimodal.dtype), weights.astype(unimodal.dtype)
-
-
-def _decision_fusion_f32(fusion: str, unimodal: jax.Array, present: jax.Array):
-    """:func:`decision_fusion` on float32 ``unimodal``."""
-    if fusion == "late":
-        weights = uniform_weights(present)
-        return jnp.einsum("bm,bmc->bc", weights, unimodal), weights
-    if fusion == "energy":
-        return (
-            energy.energy_fusion(unimodal, present),
-            normalise_confidence(energy.energy_confidence(unimodal), present),
-        )
-    if fusion == "evidential":
-        alpha = evidential.dirichlet_from_logits(unimodal, present)
-        belief_total = 1.0 - evidential.uncertainty_mass(alpha)
-        return jnp.log(evidential.combine_opinions(alpha)), normalise_confidence(belief_total, present)
-    raise ValueError(f"unknown decision fusion {fusion!r}")
-
-
-def normalise_confidence(confidence: jax.Array, present: jax.Array) -> jax.Array:
-    """``relu(c) * present`` normalised per row; rows without positive mass fall back to 1/M."""
-    mass = jnp.where(present, jax.nn.relu(confidence), 0.0)
-    total = jnp.sum(mass, axis=-1, keepdims=True)
-    return jnp.where(total > 0, mass / jnp.where(total > 0, total, 1.0), uniform_weights(present))

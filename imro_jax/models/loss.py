@@ -41,8 +41,8 @@ from imro_jax.info import (
     imro_regularizer,
     infonce_lower_bound,
 )
-from imro_jax.models import energy, evidential
 from imro_jax.models.heads import caption_loss_mask
+from imro_jax.models.registry import get_fusion
 
 MI_BOUNDS = ("barber_agakov", "infonce")
 
@@ -140,25 +140,11 @@ def imro_loss(output, batch: dict, loss_config: Any, *, step: Any = None) -> tup
     use = output.present & valid[:, None]
     nll = unimodal_nll(output, batch)  # [B, M]
     unimodal_loss = jnp.mean(jnp.sum(jnp.where(use, nll, 0.0), axis=-1))
-    metrics = {}
-
-    if output.fusion == "evidential":
-        step_frac = 1.0 if step is None else jnp.asarray(step, jnp.float32) / loss_config["evidential_annealing_steps"]
-        annealing = jnp.minimum(1.0, step_frac)
-        label = batch[LABEL]
-        per_view = jax.vmap(
-            lambda a: evidential.evidential_loss(a, label, annealing), in_axes=1, out_axes=1
-        )(evidential.dirichlet_from_logits(output.unimodal_logits, output.present))
-        combined = evidential.evidential_loss(jnp.exp(output.logits), label, annealing)
-        task_loss = jnp.mean(jnp.where(valid, combined + jnp.sum(jnp.where(use, per_view, 0.0), -1), 0.0))
-        metrics["kl_annealing"] = annealing
-    else:
-        task_loss = _masked_mean(task_loss_per_sample(output, batch), valid)
-        if output.fusion == "energy":
-            confidence = energy.energy_confidence(output.unimodal_logits)  # [B, M]
-            ranks = jax.vmap(energy.rank_loss, in_axes=(1, 1, 1))(confidence, nll, use)
-            task_loss = task_loss + unimodal_loss + jnp.sum(ranks)
-            metrics["rank_loss"] = jnp.sum(ranks)
+    fused_loss = _masked_mean(task_loss_per_sample(output, batch), valid)
+    own_loss = get_fusion(output.fusion).task_loss  # the baselines' own terms (the registry)
+    task_loss, metrics = (fused_loss, {}) if own_loss is None else own_loss(
+        output, batch, loss_config, step, nll, use, fused_loss)
+    metrics = dict(metrics)
 
     bounds = mi_lower_bounds(output, batch, loss_config["mi_bound"])  # [M]
     regularizer = imro_regularizer(

@@ -28,10 +28,11 @@ from flax import struct
 
 from imro_jax.batch import CAPTION, LABEL, MASK
 from imro_jax.models.encoders import TrunkSpec, make_encoder
-from imro_jax.models.fusion import TokenFusion, decision_fusion, uniform_weights
+from imro_jax.models.fusion import TokenFusion, decision_fusion
+from imro_jax.models.registry import get_fusion
 from imro_jax.models.heads import CaptionDecoder, PredictionHead, greedy_decode
 from imro_jax.models.reliability import LabelCritic, ReliabilityEstimator, label_entropy
-from imro_jax.models.spec import TOKEN_FUSIONS, ModelSpec, TextSpec, parse_model_config
+from imro_jax.models.spec import ModelSpec, TextSpec, parse_model_config
 from imro_jax.models.validation import usable_inputs, validate_batch
 
 
@@ -109,7 +110,7 @@ class IMROModel(nn.Module):
         self.estimator = ReliabilityEstimator(s)
         if s.task != "generation":
             self.critic = LabelCritic(s, s.dim)
-        if s.fusion in TOKEN_FUSIONS:
+        if get_fusion(s.fusion).kind == "token":
             self.token_fusion = TokenFusion(s)
             if s.task == "generation":
                 self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout, s.remat)
@@ -178,7 +179,7 @@ class IMROModel(nn.Module):
             valid = valid & ~jnp.any(bad, axis=-1)
 
         fused = None
-        if s.fusion in TOKEN_FUSIONS:
+        if get_fusion(s.fusion).kind == "token":
             weights = self._token_weights(estimate, fusion_present)
             fused = self.token_fusion(tokens, token_mask, weights, fusion_present, train=train)
             if s.task == "generation":
@@ -219,8 +220,8 @@ class IMROModel(nn.Module):
         )
 
     def _token_weights(self, estimate, present: jax.Array) -> jax.Array:
-        """R for ``imro``; 1/M over the present modalities for ``uniform`` and ``concat``."""
-        return estimate.reliability if self.spec.fusion == "imro" else uniform_weights(present)
+        """The weights the registry's token fusion puts on each modality (R for ``imro``)."""
+        return get_fusion(self.spec.fusion).token_weights(estimate.reliability, present)
 
     def encodings(self, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Eval-mode encodings float32 ``[B, M, D]`` (each modality's mean input-token residual before

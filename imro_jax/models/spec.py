@@ -33,10 +33,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from imro_jax.models import registry
+
 TASKS = ("classification", "regression", "generation")
-FUSIONS = ("imro", "uniform", "concat", "late", "energy", "evidential")
-TOKEN_FUSIONS = ("imro", "uniform", "concat")
-DECISION_FUSIONS = ("late", "energy", "evidential")
+FUSIONS = tuple(registry.FUSIONS)
+TOKEN_FUSIONS = registry.TOKEN_FUSIONS
+DECISION_FUSIONS = registry.DECISION_FUSIONS
 ENTROPY_SOURCES = ("surprisal", "predictive", "gaussian", "embedding")
 NONFINITE_POLICIES = ("error", "as_missing")
 
@@ -237,10 +239,10 @@ def parse_model_config(model_config: Any) -> ModelSpec:
     cfg = _as_dict(model_config, "model")
     task = _choice(cfg.get("task"), TASKS, "model.task")
     fusion = _choice(cfg.get("fusion"), FUSIONS, "model.fusion")
-    if task != "classification" and fusion in ("energy", "evidential"):
-        raise ValueError(f"model.fusion={fusion!r} needs class logits; task {task!r} has none")
-    if task == "generation" and fusion == "late":
-        raise ValueError("model.fusion='late' averages predictions; use a token fusion for generation")
+    supported = registry.get_fusion(fusion).tasks
+    if task not in supported:
+        raise ValueError(f"model.fusion={fusion!r} supports the tasks {supported}, not {task!r}"
+                         + (" (it needs class logits)" if supported == ("classification",) else ""))
     task_keys = {"classification": {"num_classes"}, "regression": {"label_variance"},
                  "generation": {"decoder"}}
     for other in TASKS:

@@ -158,3 +158,21 @@ def test_energy_fusion_and_rank_loss_by_hand():
     # Invalid samples drop out of every pair they are in: only pair (0, 1) is left.
     valid = jnp.asarray([True, True, False])
     np.testing.assert_allclose(energy.rank_loss(confidence, loss, valid), max(0.0, -(0.2 - 0.9) - 1.0), atol=1e-7)
+
+
+def test_registry_is_the_one_table_the_spec_and_model_read():
+    from imro_jax.models import registry, spec
+
+    assert spec.FUSIONS == tuple(registry.FUSIONS)
+    assert set(spec.TOKEN_FUSIONS) | set(spec.DECISION_FUSIONS) == set(registry.FUSIONS)
+    for name, entry in registry.FUSIONS.items():
+        assert (entry.token_weights is not None) == (entry.kind == "token"), name
+        assert (entry.combine is not None) == (entry.kind == "decision"), name
+    with pytest.raises(ValueError, match="model.fusion must be one of"):
+        registry.get_fusion("nope")
+    # A decision entry's combine is what decision_fusion applies (late = the mean of the present).
+    from imro_jax.models.fusion import decision_fusion
+    logits = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    fused, weights = decision_fusion("late", logits, np.array([[True, False, True]]))
+    np.testing.assert_allclose(fused, (logits[0, 0] + logits[0, 2])[None] / 2)
+    np.testing.assert_allclose(weights, [[0.5, 0.0, 0.5]])

@@ -90,7 +90,7 @@ def test_sample_without_any_modality(cfg_and_batch):
     (lambda c: c.reliability.update(entropy="renyi"), r"model.reliability.entropy must be one of"),
     (lambda c: c.reliability.update(normalize="no"), r"model.reliability.normalize must be a bool"),
     (lambda c: c.update(label_variance=1.0), r"only used by task 'regression'"),
-    (lambda c: c.update(task="regression", fusion="energy"), r"fusion='energy' needs class logits"),
+    (lambda c: c.update(task="regression", fusion="energy"), r"fusion='energy' supports the tasks \('classification',\), not 'regression'"),
 ])
 def test_bad_model_config_names_the_key(edit, message):
     cfg = tiny_config("imro")
