@@ -26,6 +26,9 @@ class Task:
             batches with `get_state()` / `set_state(state)`.
         eval_data: `(split, process_index, process_count) -> finite iterable` of per-process
             numpy batches (the last one may be smaller).
+        fatal_invalid: names `<n>` of the loss metrics `invalid/<n>` (per-step counts of
+            samples dropped as invalid) whose nonzero count stops the run
+            (`imro_jax.train.guard`).
     """
 
     init_fn: Callable[[jax.Array, dict], Any]
@@ -35,3 +38,4 @@ class Task:
     example_batch: Callable[[], dict]
     train_data: Callable[[int, int, int], Iterator[dict]]
     eval_data: Callable[[str, int, int], Iterable[dict]]
+    fatal_invalid: tuple[str, ...] = ()
