@@ -10,9 +10,11 @@
                    (no Python handler is installed there: it would replace JAX's)
 
 The CLI exits with `128 + signal number` (143 for SIGTERM, 130 for SIGINT), the status a shell
-reports for a process ended by that signal, after the checkpoint is committed.
+reports for a process ended by that signal, after the checkpoint is committed. A second signal
+before that acts at once (SIGINT raises KeyboardInterrupt, SIGTERM ends the process).
 """
 
+import os
 import signal
 import threading
 
@@ -56,8 +58,17 @@ class Watch:
         self._previous.clear()
 
     def _record(self, signum, frame) -> None:
-        del frame
-        self.signum = signum
+        """The first signal asks for a stop at the next step boundary; a second one acts at once
+        (as it would without this handler), e.g. for a run stuck before its first step."""
+        if self.signum is None:
+            self.signum = signum
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     def reached(self, step: int) -> bool:
         """True once the run should save `step` and stop (the same step on every process)."""

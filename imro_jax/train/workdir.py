@@ -19,7 +19,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "corrupt_checkpoints")
@@ -36,14 +38,25 @@ class WorkdirError(RuntimeError):
     """The workdir is in use, or holds a run the request would replace (message is one line)."""
 
 
+def _process0_says(ok: bool) -> bool:
+    """Process 0's `ok` on every process (a broadcast when there are several)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(ok)))
+
+
 @contextlib.contextmanager
 def lock(workdir: epath.Path) -> Iterator[None]:
     """Holds the workdir's exclusive lock (process 0 only) for the duration of the block.
+
+    Every process learns whether process 0 got it, so all of them stop if it did not.
 
     Raises:
         WorkdirError: another process holds it (its pid and host are named).
     """
     if jax.process_index() != 0:
+        if not _process0_says(True):
+            raise WorkdirError(f"workdir {workdir} is in use by another trainer (see process 0)")
         yield
         return
     path = os.path.join(os.fspath(workdir), LOCK_NAME)
@@ -51,12 +64,15 @@ def lock(workdir: epath.Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
+            locked = False
+        if not _process0_says(locked):
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
             raise WorkdirError(
                 f"workdir {workdir} is in use by another trainer ({holder}); wait for it to end "
                 "or use another --workdir"
-            ) from None
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
