@@ -208,16 +208,22 @@ class Checkpointer:
         best_metric: metric name (as passed to `save(metrics=...)`) whose best checkpoint is
             also kept; "" keeps only the last ones.
         best_mode: "max" or "min".
+        read_only: for readers (eval) next to a running trainer: no save, no removal of
+            temporary directories (they may be the trainer's save in progress), and corrupted
+            checkpoints are reported and skipped but not moved.
     """
 
-    def __init__(self, directory, *, keep_last: int, best_metric: str = "", best_mode: str = "max"):
+    def __init__(self, directory, *, keep_last: int, best_metric: str = "", best_mode: str = "max",
+                 read_only: bool = False):
         if keep_last < 1:
             raise ConfigError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
         if best_mode not in ("max", "min"):
             raise ConfigError(f"checkpoint.best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = epath.Path(directory)
         self._best_metric = best_metric
-        self._report_interrupted_saves()
+        self._read_only = read_only
+        if not read_only:
+            self._report_interrupted_saves()
         policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         best_options = {}
         if best_metric:
@@ -235,8 +241,9 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=True,
-            cleanup_tmp_directories=True,
-            create=True,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
             **best_options,
         )
         self._manager = ocp.CheckpointManager(
@@ -365,11 +372,14 @@ class Checkpointer:
                     "previous checkpoint", step, self.directory, type(error).__name__, reason
                 )
                 failures.append(step)
-                self._quarantine(step)
+                if not self._read_only:
+                    self._quarantine(step)
         if failures:
+            where = "left in place (read-only)" if self._read_only else (
+                f"moved to {self._quarantine_dir()}")
             raise CheckpointError(
                 f"no restorable checkpoint in {self.directory}: steps {failures} are corrupted "
-                f"(moved to {self._quarantine_dir()})"
+                f"({where})"
             )
         return None
 

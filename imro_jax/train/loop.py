@@ -44,10 +44,12 @@ class Run:
         mesh, rules: device mesh and logical-axis rules.
         optimizer, schedule: the Optax chain and its learning-rate schedule.
         abstract_state, shardings: `TrainState` of sharded `ShapeDtypeStruct`s / `NamedSharding`s.
-        checkpointer: the run's `Checkpointer` (under `workdir/checkpoints`).
+        checkpointer: the run's `Checkpointer` (under `workdir/checkpoints`; `read_only` for
+            readers such as eval, which may run next to the trainer).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir, task: Task):
+    def __init__(self, config: ml_collections.ConfigDict, workdir, task: Task, *,
+                 read_only: bool = False):
         self.config, self.task = config, task
         self.workdir = epath.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,7 @@ class Run:
             keep_last=config.checkpoint.keep_last,
             best_metric=config.checkpoint.best_metric,
             best_mode=config.checkpoint.best_mode,
+            read_only=read_only,
         )
 
     def new_state(self) -> state_lib.TrainState:
@@ -234,6 +237,7 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task, *,
         TrainingError: invalid training data, or too many skipped steps.
     """
     validate.validate_train_config(config)
+    validate.validate_layout(config, jax.device_count(), jax.process_count())
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lib.lock(workdir), preemption.Watch() as watch:
@@ -330,7 +334,7 @@ def restore_params(
     Raises:
         CheckpointError: no checkpoint, or the one asked for is missing or fails verification.
     """
-    run = Run(config, workdir, task)
+    run = Run(config, workdir, task, read_only=True)
     try:
         return jax.device_get(_restore_checkpoint(run, step).state.params)
     finally:
@@ -349,7 +353,7 @@ def evaluate_checkpoint(
     Returns:
         The split's metrics plus `step`; also written to `workdir/eval_<split>.json`.
     """
-    run = Run(config, workdir, task)
+    run = Run(config, workdir, task, read_only=True)
     try:
         restored = _restore_checkpoint(run, step)
         metrics = dict(evaluate(run, restored.state.params, split), step=restored.step)

@@ -220,3 +220,18 @@ def test_restore_onto_fewer_devices(tmp_path, setup, states, data):
     assert tree_equal(jax.device_get(restored.state), second_host)
     kernel = restored.state.params["mlp_in"]["kernel"]
     assert len(kernel.sharding.device_set) == data
+
+
+def test_a_read_only_reader_leaves_a_save_in_progress_and_corrupted_steps_in_place(tmp_path, setup,
+                                                                                  states):
+    first_host, _, _, _ = states
+    root = _save_two(tmp_path, states)
+    in_progress = root / "6.orbax-checkpoint-tmp"  # a running trainer's save
+    in_progress.mkdir()
+    _delete_data_state(root)
+    reader = _checkpointer(tmp_path, read_only=True)
+    restored = reader.restore_latest(setup().abstract_state())
+    reader.close()
+    assert restored.step == 2 and tree_equal(jax.device_get(restored.state), first_host)
+    assert in_progress.exists() and (root / "4").exists()
+    assert not (tmp_path / "corrupt_checkpoints").exists()
