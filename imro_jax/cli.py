@@ -1,7 +1,8 @@
 """The `imro` command line.
 
     imro train --config experiments/configs/trimodal.py --workdir runs/tri [--config.key=value ...]
-    imro eval  --config experiments/configs/trimodal.py --workdir runs/tri [--split test] [--step N]
+    imro train ... --start_over                  (archive the run in --workdir, train from scratch)
+    imro eval  --workdir runs/tri [--split test] [--step N] [--config.key=value ...]
 
 `train` starts a run or resumes the one in `--workdir` from its newest good checkpoint (with
 the same config: `imro_jax.train.workdir`); `--start_over` archives a run there first. `eval`

@@ -296,7 +296,7 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
             if step % config.checkpoint.every_steps == 0 or is_last or eval_metrics or preempted:
                 monitor.check()
                 run.checkpointer.save(step, state, data_state, metrics=eval_metrics)
-            if preempted:
+            if preempted and not is_last:
                 run.checkpointer.wait()
                 raise preemption.Preempted(step, watch.signum)
     finally:
