@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 
@@ -43,13 +44,14 @@ def check_score_matrix(scores: ArrayLike, name: str) -> jax.Array:
     return scores
 
 
-def check_samples(x: ArrayLike, name: str, arg: str = "x") -> jax.Array:
-    """Returns samples as a float ``[n, d]`` array; a 1-D ``[n]`` input becomes ``[n, 1]``.
+def as_sample_matrix(x, name: str, arg: str = "x"):
+    """Reshapes ``[n]`` samples to ``[n, 1]`` and checks the result is a non-empty ``[n, d]``.
+
+    Works on numpy and jax arrays alike (the type is kept).
 
     Raises:
       ValueError: if the input has more than 2 dimensions or no samples.
     """
-    x = as_float_array(x)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
@@ -57,11 +59,24 @@ def check_samples(x: ArrayLike, name: str, arg: str = "x") -> jax.Array:
     return x
 
 
-def check_finite(x: jax.Array, name: str, arg: str = "x") -> None:
-    """Raises if a concrete ``x`` holds NaN or inf; a tracer (under ``jit``) is not checked.
+def check_samples(x: ArrayLike, name: str, arg: str = "x") -> jax.Array:
+    """Returns samples as a float ``[n, d]`` array; a 1-D ``[n]`` input becomes ``[n, 1]``.
+
+    Raises:
+      ValueError: if the input has more than 2 dimensions or no samples.
+    """
+    return as_sample_matrix(as_float_array(x), name, arg)
+
+
+def check_finite(x, name: str, arg: str = "x") -> None:
+    """Raises if a concrete ``x`` (jax or numpy, checked in its own precision) holds NaN or inf;
+    a tracer (under ``jit``) is not checked.
 
     Raises:
       ValueError: naming the estimator and the argument.
     """
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    if isinstance(x, jax.core.Tracer):
+        return
+    finite = np.all(np.isfinite(x)) if isinstance(x, np.ndarray) else jnp.all(jnp.isfinite(x))
+    if not bool(finite):
         raise ValueError(f"{name} got non-finite values (NaN or inf) in {arg}")

@@ -343,10 +343,12 @@ def barber_agakov_lower_bound(
       label_entropy: H(Y) in nats, a scalar (e.g. ``log C`` for balanced classes).
 
     Returns:
-      Scalar estimate in nats.
+      Scalar estimate in nats; NaN under ``jit`` if a log-probability is positive.
 
     Raises:
-      ValueError: if ``label_entropy`` is not a scalar or ``log_q_y_given_x`` is empty.
+      ValueError: if ``label_entropy`` is not a scalar, ``log_q_y_given_x`` is empty, or
+        (outside ``jit``) a log-probability is positive (not a probability; the bound would
+        exceed H(Y)).
 
     References:
       Barber & Agakov, "The IM algorithm: a variational approach to information
@@ -361,4 +363,10 @@ def barber_agakov_lower_bound(
         )
     if log_q.size == 0:
         raise ValueError("barber_agakov_lower_bound got an empty log_q_y_given_x")
-    return label_entropy + jnp.mean(log_q)
+    is_log_prob = jnp.all(~(log_q > 0))  # NaN passes here and comes out as NaN
+    if not isinstance(is_log_prob, jax.core.Tracer) and not bool(is_log_prob):
+        raise ValueError(
+            "barber_agakov_lower_bound expects log-probabilities <= 0 in log_q_y_given_x; got "
+            f"a maximum of {float(jnp.nanmax(log_q))}"
+        )
+    return jnp.where(is_log_prob, label_entropy + jnp.mean(log_q), jnp.nan)

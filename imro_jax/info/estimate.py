@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from imro_jax.info._checks import check_finite, check_samples
+from imro_jax.info._checks import as_sample_matrix, check_finite
 from imro_jax.info.critics import make_critic
 from imro_jax.info.objectives import get_objective
 from imro_jax.info.training import held_out_estimate, make_train_step
@@ -40,7 +40,9 @@ def _split_and_standardise(
 
     A quarter of the held-out samples is for validation (early stopping only needs a rough
     ranking), three quarters for the test estimate, whose sampling noise dominates the error.
-    Features that are constant on the training part are only centred.
+    Features that are constant on the training part are only centred. Statistics are taken in
+    float64 after dividing each feature by its largest magnitude, so that the result (float32)
+    does not depend on the scale of the inputs (1e20 and 1e-20 included).
     """
     n = x.shape[0]
     num_held_out = int(round(n * held_out_fraction))
@@ -57,9 +59,11 @@ def _split_and_standardise(
     x, y = x[order], y[order]
 
     def standardise(values: np.ndarray) -> np.ndarray:
+        largest = np.abs(values).max(axis=0)
+        values = values / np.where(largest > 0, largest, 1.0)
         mean = values[:num_train].mean(axis=0)
         std = values[:num_train].std(axis=0)
-        return (values - mean) / np.where(std > 0, std, 1.0)
+        return ((values - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
     x, y = standardise(x), standardise(y)
     bounds = (0, num_train, num_train + num_val, n)
@@ -137,8 +141,8 @@ def estimate_mi(
       Poole et al., "On variational bounds of mutual information", ICML 2019; Czyz et al.,
       "Beyond normal: on the evaluation of mutual information estimators", NeurIPS 2023.
     """
-    x = np.asarray(check_samples(x, "estimate_mi", "x"), dtype=np.float32)
-    y = np.asarray(check_samples(y, "estimate_mi", "y"), dtype=np.float32)
+    x = as_sample_matrix(np.asarray(x, dtype=np.float64), "estimate_mi", "x")
+    y = as_sample_matrix(np.asarray(y, dtype=np.float64), "estimate_mi", "y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"estimate_mi expects paired samples; got {x.shape[0]} x-samples and "

@@ -38,6 +38,7 @@ def reliability_scores(
       has zero estimated MI the weights fall back to ``1 / softplus(H)`` (the least uncertain
       modality wins) instead of 0/0. It changes scores by O(eps) otherwise.
     * More MI -> larger R_m; more H -> smaller R_m (monotone in both, up to renormalisation).
+    * An infinite MI takes all the weight (shared by the modalities whose MI is infinite).
     * Absent modalities (``mask`` False) get exactly 0. A row with no modality present is all
       zeros (never NaN).
     * ``normalize=False`` returns :math:`\mathrm{mask}_m \tilde R_m` itself (nats / nats, not on the
@@ -71,6 +72,8 @@ def reliability_scores(
         present = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), mi.shape)
     raw = (jax.nn.relu(mi) + eps) / (jax.nn.softplus(entropy) + eps)
     raw = jnp.where(present, raw, 0.0)
+    infinite = jnp.isposinf(raw)  # infinite MI: such modalities share all the weight
+    raw = jnp.where(jnp.any(infinite, axis=axis, keepdims=True), infinite.astype(dtype), raw)
     if not normalize:
         return raw
     total = jnp.sum(raw, axis=axis, keepdims=True)
@@ -112,6 +115,8 @@ def imro_regularizer(
             "imro_regularizer expects entropy and mi of equal shape [batch, modality]; "
             f"got {entropy.shape} and {mi.shape}"
         )
+    if entropy.shape[0] == 0:
+        raise ValueError("imro_regularizer got an empty batch (entropy and mi of shape [0, M])")
     dtype = jnp.result_type(mi.dtype, entropy.dtype, jnp.float32)
     weight = (
         jnp.ones(mi.shape, dtype) if mask is None

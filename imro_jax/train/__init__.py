@@ -9,28 +9,41 @@
 generic pieces here do not depend on `imro_jax.models` / `imro_jax.data`.
 """
 
-from imro_jax.train.checkpoint import CheckpointError, Checkpointer, fingerprint
+from imro_jax.train.checkpoint import (
+    CheckpointError,
+    Checkpointer,
+    IncompatibleCheckpointError,
+    fingerprint,
+)
 from imro_jax.train.config import ConfigError, apply_override, load_config
 from imro_jax.train.distributed import initialize as initialize_distributed
+from imro_jax.train.guard import InvalidDataError, TrainingError
 from imro_jax.train.input import Prefetcher, to_global_batch
 from imro_jax.train.loop import Run, evaluate, evaluate_checkpoint, train
 from imro_jax.train.mesh import MeshError, make_mesh, resolve_mesh_shape
 from imro_jax.train.optim import decay_mask, make_optimizer
 from imro_jax.train.partitioning import batch_sharding, logical_axis_rules, mesh_partition_spec
 from imro_jax.train.precision import with_compute_dtype
+from imro_jax.train.preemption import Preempted
 from imro_jax.train.state import TrainState, create_train_state, train_state_shardings
 from imro_jax.train.step import make_eval_step, make_train_step, train_step
 from imro_jax.train.task import Task
+from imro_jax.train.workdir import WorkdirError
 
 __all__ = [
     "CheckpointError",
     "Checkpointer",
     "ConfigError",
+    "IncompatibleCheckpointError",
+    "InvalidDataError",
     "MeshError",
+    "Preempted",
     "Prefetcher",
     "Run",
     "Task",
     "TrainState",
+    "TrainingError",
+    "WorkdirError",
     "apply_override",
     "batch_sharding",
     "create_train_state",

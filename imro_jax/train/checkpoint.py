@@ -9,7 +9,11 @@ Saves are asynchronous (training continues while the arrays are written). Retent
 last `keep_last` checkpoints plus the best one by `best_metric`. On restore, a checkpoint whose
 files are missing, unreadable, or whose values do not reproduce their fingerprints is reported,
 moved to `<dir>/../corrupt_checkpoints/` and skipped in favour of the previous one; it is never
-loaded silently. Interrupted saves (Orbax temporary directories) are reported and removed.
+loaded silently. Before any array is read, the saved structure (every leaf's path, shape and
+dtype, from Orbax's metadata) is compared with the requested one: a checkpoint of another model
+is an `IncompatibleCheckpointError` naming the differing leaves, and nothing is moved.
+Interrupted saves (Orbax temporary directories) are reported; Orbax removes them. A state with
+a non-finite value is never saved.
 
 The fingerprint of an array `x` with `n` elements, viewed as uint32 words `w_i`, is
 
@@ -39,12 +43,15 @@ from imro_jax.train.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-TMP_MARKER = ".orbax-checkpoint-tmp"
 ITEMS = ("state", "data", "meta")
 
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint although some exist, or a checkpoint fails verification."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """A readable checkpoint of another structure (another model config): never quarantined."""
 
 
 # ---- data iterator state: one JSON file per process -------------------------------------
@@ -122,19 +129,65 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
     return jnp.sum(mixed * weights, dtype=jnp.uint32)
 
 
+def _leaf_finite(x: jax.Array) -> jax.Array:
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.asarray(True)
+    return jnp.all(jnp.isfinite(x))
+
+
 _tree_fingerprint = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+_tree_finite = jax.jit(lambda tree: jax.tree.map(_leaf_finite, tree))
+
+
+def _by_path(tree) -> dict:
+    return {jax.tree_util.keystr(path): value
+            for path, value in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def fingerprint(tree) -> dict[str, int]:
     """`{key path: uint32 fingerprint}` of every array leaf of `tree` (sharding-independent)."""
-    values = jax.device_get(_tree_fingerprint(tree))
-    return {
-        jax.tree_util.keystr(path): int(value)
-        for path, value in jax.tree_util.tree_leaves_with_path(values)
-    }
+    return {k: int(v) for k, v in _by_path(jax.device_get(_tree_fingerprint(tree))).items()}
+
+
+def nonfinite_leaves(tree) -> list[str]:
+    """Key paths of the floating leaves of `tree` that hold a NaN or an infinity."""
+    return [k for k, ok in _by_path(jax.device_get(_tree_finite(tree))).items() if not ok]
+
+
+def _structure(tree) -> dict[tuple, tuple]:
+    """`{path: (shape, dtype name)}` of an array tree or of Orbax's saved-array metadata."""
+    flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True))
+    return {path: (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) for path, leaf in flat.items()}
+
+
+def structure_differences(saved: dict, requested: dict) -> list[str]:
+    """One text per leaf whose presence, shape or dtype differs, e.g. `params.w [4, 8] f32 -> ...`."""
+
+    def describe(entry) -> str:
+        return "absent" if entry is None else f"{list(entry[0])} {entry[1]}"
+
+    return [
+        f"{'.'.join(path)} saved {describe(saved.get(path))}, requested "
+        f"{describe(requested.get(path))}"
+        for path in sorted(saved.keys() | requested.keys())
+        if saved.get(path) != requested.get(path)
+    ]
 
 
 # ---- the manager ------------------------------------------------------------------------
+
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """The three items' handlers, registered up front so that metadata reads need no restore."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for name, handler, save, restore in (
+        ("state", ocp.StandardCheckpointHandler(), ocp.args.StandardSave, ocp.args.StandardRestore),
+        ("data", DataStateHandler(), DataStateSave, DataStateRestore),
+        ("meta", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore),
+    ):
+        registry.add(name, save, handler)
+        registry.add(name, restore, handler)
+    return registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,17 +208,22 @@ class Checkpointer:
         best_metric: metric name (as passed to `save(metrics=...)`) whose best checkpoint is
             also kept; "" keeps only the last ones.
         best_mode: "max" or "min".
+        read_only: for readers (eval) next to a running trainer: no save, no removal of
+            temporary directories (they may be the trainer's save in progress), and corrupted
+            checkpoints are reported and skipped but not moved.
     """
 
-    def __init__(self, directory, *, keep_last: int, best_metric: str = "", best_mode: str = "max"):
+    def __init__(self, directory, *, keep_last: int, best_metric: str = "", best_mode: str = "max",
+                 read_only: bool = False):
         if keep_last < 1:
             raise ConfigError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
         if best_mode not in ("max", "min"):
             raise ConfigError(f"checkpoint.best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = epath.Path(directory)
         self._best_metric = best_metric
-        self._best_mode = best_mode
-        self._remove_interrupted_saves()
+        self._read_only = read_only
+        if not read_only:
+            self._report_interrupted_saves()
         policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         best_options = {}
         if best_metric:
@@ -183,22 +241,21 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=True,
-            cleanup_tmp_directories=False,  # done synchronously above
-            create=True,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
             **best_options,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, handler_registry=_handler_registry()
+        )
 
-    def _remove_interrupted_saves(self) -> None:
-        """Reports and deletes Orbax temporary directories left by an interrupted save."""
+    def _report_interrupted_saves(self) -> None:
+        """Reports Orbax temporary directories left by an interrupted save (Orbax removes them)."""
         if self.directory.exists() and jax.process_index() == 0:
-            for path in sorted(self.directory.iterdir()):
-                if TMP_MARKER in path.name:
-                    log.warning("ignoring incomplete checkpoint %s (a save was interrupted); "
-                                "removing it", path)
-                    path.rmtree()
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("imro_checkpoint_cleanup")
+            for path in ocp.path.step.tmp_checkpoints(self.directory):
+                log.warning("ignoring incomplete checkpoint %s (a save was interrupted); "
+                            "removing it", self.directory / path)
 
     def steps(self) -> list[int]:
         """Committed checkpoint steps, ascending (not yet verified)."""
@@ -211,7 +268,16 @@ class Checkpointer:
 
         Returns once the arrays are copied off the device buffers, so the state may be donated to
         the next train step right away. `metrics` (e.g. eval metrics) rank the best checkpoint.
+
+        Raises:
+            CheckpointError: `state` holds a NaN or an infinity (nothing is written).
         """
+        bad = nonfinite_leaves(state)
+        if bad:
+            raise CheckpointError(
+                f"refusing to save step {step}: non-finite values in {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}"
+            )
         meta = {"step": int(step), "fingerprints": fingerprint(state)}
         self._manager.save(
             int(step),
@@ -229,6 +295,28 @@ class Checkpointer:
             return None
         return {k: float(v) for k, v in (metrics or {}).items()}
 
+    def check_structure(self, step: int, abstract_state) -> None:
+        """Compares the saved leaves (paths, shapes, dtypes) of `step` with `abstract_state`.
+
+        Reads only Orbax's metadata, no array.
+
+        Raises:
+            IncompatibleCheckpointError: naming the first differing leaves.
+            Exception: whatever Orbax raises for missing or unreadable metadata.
+        """
+        metadata = self._manager.item_metadata(int(step))["state"]
+        if metadata is None:
+            raise CheckpointError(f"checkpoint {step} has no readable state metadata")
+        saved = _structure(getattr(metadata, "tree", metadata))
+        differences = structure_differences(saved, _structure(abstract_state))
+        if differences:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {step} in {self.directory} holds another model: "
+                f"{'; '.join(differences[:3])}"
+                f"{f' (and {len(differences) - 3} more)' if len(differences) > 3 else ''}; "
+                "restore it with the config it was trained with"
+            )
+
     def restore(self, step: int, abstract_state) -> Restored:
         """Restores step `step` onto the shardings in `abstract_state` and verifies it.
 
@@ -237,9 +325,11 @@ class Checkpointer:
             abstract_state: tree of `jax.ShapeDtypeStruct` with `sharding` (any mesh).
 
         Raises:
+            IncompatibleCheckpointError: the saved structure differs (nothing read).
             CheckpointError: values do not match their fingerprints, or the step is inconsistent.
             Exception: whatever Orbax/TensorStore raise for missing or unreadable files.
         """
+        self.check_structure(step, abstract_state)
         restored = self._manager.restore(
             int(step),
             args=ocp.args.Composite(
@@ -273,6 +363,8 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 return self.restore(step, abstract_state)
+            except IncompatibleCheckpointError:
+                raise  # a readable checkpoint of another config: not corrupted, never moved
             except Exception as error:  # noqa: BLE001 - any failure means "do not use it"
                 reason = " ".join(str(error).split())[:300]
                 log.warning(
@@ -280,11 +372,14 @@ class Checkpointer:
                     "previous checkpoint", step, self.directory, type(error).__name__, reason
                 )
                 failures.append(step)
-                self._quarantine(step)
+                if not self._read_only:
+                    self._quarantine(step)
         if failures:
+            where = "left in place (read-only)" if self._read_only else (
+                f"moved to {self._quarantine_dir()}")
             raise CheckpointError(
                 f"no restorable checkpoint in {self.directory}: steps {failures} are corrupted "
-                f"(moved to {self._quarantine_dir()})"
+                f"({where})"
             )
         return None
 
@@ -306,18 +401,11 @@ class Checkpointer:
         return self._manager.metrics(step)
 
     def best_step(self) -> int | None:
-        """The step with the best `best_metric` among checkpoints saved with metrics."""
+        """The step with the best `best_metric` among checkpoints saved with metrics (Orbax's
+        `best_fn` ranking); None without a `best_metric` or before any such checkpoint."""
         if not self._best_metric:
             return None
-        ranked = [
-            (metrics[self._best_metric], step)
-            for step in self.steps()
-            if (metrics := self.metrics(step)) and self._best_metric in metrics
-        ]
-        if not ranked:
-            return None
-        pick = max if self._best_mode == "max" else min
-        return pick(ranked)[1]
+        return self._manager.best_step()
 
     def wait(self) -> None:
         """Blocks until the pending asynchronous save is committed."""

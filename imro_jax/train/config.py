@@ -61,6 +61,8 @@ def _parse_value(key: str, text: str, current):
         raise ConfigError(f"config key {key!r} expects a bool (true/false), got {text!r}")
     if isinstance(current, str):
         return text
+    if isinstance(current, float) and text.strip().lower() in ("inf", "+inf", "-inf", "nan"):
+        return float(text)  # parsed here, judged by the range checks (imro_jax.train.validate)
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):

@@ -8,7 +8,10 @@
         (and at eval steps, with the eval metrics, and at the end)
 
 A run killed at any point resumes from its last committed checkpoint with the data iterator at
-the matching position, so the losses it logs are those of an uninterrupted run.
+the matching position, so the losses it logs are those of an uninterrupted run. Before anything
+compiles the config is validated (`validate`), the workdir locked and compared with the run it
+holds (`workdir`); SIGTERM / SIGINT save the current step and stop (`preemption`); invalid data
+and too many skipped steps stop the run (`guard`).
 """
 
 import json
@@ -22,9 +25,11 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from imro_jax.train import checkpoint as checkpoint_lib
+from imro_jax.train import guard as guard_lib
 from imro_jax.train import input as input_lib
 from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import optim, partitioning, precision, reporting
+from imro_jax.train import optim, partitioning, precision, preemption, reporting, validate
+from imro_jax.train import workdir as workdir_lib
 from imro_jax.train import state as state_lib
 from imro_jax.train import step as step_lib
 from imro_jax.train.task import Task
@@ -39,10 +44,12 @@ class Run:
         mesh, rules: device mesh and logical-axis rules.
         optimizer, schedule: the Optax chain and its learning-rate schedule.
         abstract_state, shardings: `TrainState` of sharded `ShapeDtypeStruct`s / `NamedSharding`s.
-        checkpointer: the run's `Checkpointer` (under `workdir/checkpoints`).
+        checkpointer: the run's `Checkpointer` (under `workdir/checkpoints`; `read_only` for
+            readers such as eval, which may run next to the trainer).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir, task: Task):
+    def __init__(self, config: ml_collections.ConfigDict, workdir, task: Task, *,
+                 read_only: bool = False):
         self.config, self.task = config, task
         self.workdir = epath.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +67,7 @@ class Run:
             keep_last=config.checkpoint.keep_last,
             best_metric=config.checkpoint.best_metric,
             best_mode=config.checkpoint.best_mode,
+            read_only=read_only,
         )
 
     def new_state(self) -> state_lib.TrainState:
@@ -144,9 +152,19 @@ def evaluate(run: Run, variables, split: str, eval_step=None) -> dict[str, float
     return run.task.summarize_eval({k: v[valid] for k, v in merged.items()})
 
 
-def _restore_or_init(run: Run, data) -> tuple[state_lib.TrainState, int]:
-    """The newest good checkpoint (and the data iterator moved to it), else a fresh state."""
+def _restore_or_init(run: Run, data, holds_run: bool) -> tuple[state_lib.TrainState, int]:
+    """The newest good checkpoint (and the data iterator moved to it), else a fresh state.
+
+    Raises:
+        WorkdirError: the workdir holds a run (`holds_run`) but no checkpoint to resume it.
+    """
     restored = run.checkpointer.restore_latest(run.abstract_state)
+    if restored is None and holds_run:
+        raise workdir_lib.WorkdirError(
+            f"{run.workdir} holds a run (logged steps or checkpoints) but no usable checkpoint; "
+            "pass --start_over to archive it under previous/ and train from scratch, or use "
+            "another --workdir"
+        )
     if restored is None:
         return run.new_state(), 0
     data.set_state(restored.data_state)
@@ -176,6 +194,8 @@ def _log_train(writer, progress, step: int, metrics: dict, steps_per_s: float,
     writer.write(dict(host, step=step, steps_per_s=steps_per_s,
                       examples_per_s=steps_per_s * batch_size))
     progress.update(step, host["loss"], steps_per_s)
+    if invalid := guard_lib.describe_invalid(host):
+        progress.message(f"step {step}: {invalid}")
     return host
 
 
@@ -189,23 +209,63 @@ def _evaluate_and_log(run: Run, params, eval_step, writer, progress, step: int) 
     return metrics
 
 
-def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, float]:
+def _open_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, start_over: bool) -> bool:
+    """Archives the run in `workdir` (`start_over`) or checks that `config` continues it.
+
+    Returns:
+        Whether `workdir` (still) holds a run.
+    """
+    if start_over:
+        archived = workdir_lib.archive(workdir)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("imro_workdir_archive")
+        if archived:
+            print(f"--start_over: the previous run is archived in {archived}", flush=True)
+        return False
+    holds_run = workdir_lib.holds_run(workdir)
+    if holds_run:
+        workdir_lib.check_same_run(workdir, config)
+    return holds_run
+
+
+def train(config: ml_collections.ConfigDict, workdir, task: Task, *,
+          start_over: bool = False) -> dict[str, float]:
     """Trains (or resumes) the run in `workdir` up to `config.train.num_steps`.
 
     Writes `workdir/config.json`, `workdir/metrics.jsonl` and `workdir/checkpoints/`.
 
     Args:
         config: the resolved config (sections data.batch_size, optimizer, train, mesh, checkpoint).
-        workdir: run directory; an existing run there is resumed.
+        workdir: run directory; an existing run there is resumed (with the same config, up to
+            `workdir.RESUMABLE_KEYS`).
         task: model, loss and data as functions.
+        start_over: archive a run in `workdir` (to `previous/<time>/`) and train from scratch.
 
     Returns:
         The metrics of the last logged step (train) merged with the last eval, if any.
+
+    Raises:
+        ConfigError: a config value out of range (before anything compiles).
+        WorkdirError: another trainer holds the workdir, the config differs from the run's, or
+            the run there has no usable checkpoint.
+        CheckpointError: checkpoints exist but none restores.
+        Preempted: SIGTERM / SIGINT; the current step was saved.
+        TrainingError: invalid training data, or too many skipped steps.
     """
+    validate.validate_train_config(config)
+    validate.validate_layout(config, jax.device_count(), jax.process_count())
+    workdir = epath.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lib.lock(workdir), preemption.Watch() as watch:
+        holds_run = _open_workdir(workdir, config, start_over)
+        return _train(config, workdir, task, holds_run, watch)
+
+
+def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch) -> dict:
     run = Run(config, workdir, task)
-    reporting.save_config(config, run.workdir)
     data = task.train_data(config.seed, jax.process_index(), jax.process_count())
-    state, start = _restore_or_init(run, data)
+    state, start = _restore_or_init(run, data, holds_run)
+    reporting.save_config(config, run.workdir)
     writer = reporting.MetricsWriter(run.workdir / "metrics.jsonl", resume_step=start)
     progress = reporting.Progress(config.train.num_steps, start)
     if start:
@@ -226,6 +286,8 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
     )
     last: dict[str, float] = {}
     throughput = _Throughput(start)
+    monitor = guard_lib.Monitor(task.fatal_invalid, guard_lib.max_skipped_fraction(config.train),
+                                config.train.num_steps)
     try:
         for step in range(start + 1, config.train.num_steps + 1):
             try:
@@ -233,8 +295,11 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
             except StopIteration:
                 raise RuntimeError(f"training data ended before step {step}") from None
             state, metrics = train_step(state, batch)
+            monitor.add(step, metrics)
             is_last = step == config.train.num_steps
-            if step % config.train.log_every == 0 or is_last:
+            preempted = watch.reached(step)
+            if step % config.train.log_every == 0 or is_last or preempted:
+                monitor.check()
                 rate, batch_size = throughput.rate(step), jax.tree.leaves(batch)[0].shape[0]
                 last = _log_train(writer, progress, step, metrics, rate, batch_size)
             eval_metrics = None
@@ -249,8 +314,12 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
                 )
                 last.update(eval_metrics)
                 throughput.restart(step)
-            if step % config.checkpoint.every_steps == 0 or is_last or eval_metrics:
+            if step % config.checkpoint.every_steps == 0 or is_last or eval_metrics or preempted:
+                monitor.check()
                 run.checkpointer.save(step, state, data_state, metrics=eval_metrics)
+            if preempted and not is_last:
+                run.checkpointer.wait()
+                raise preemption.Preempted(step, watch.signum)
     finally:
         prefetcher.close()
         run.checkpointer.close()
@@ -275,7 +344,7 @@ def restore_variables(
 ) -> dict:
     """`{"params": ..., **model_state}` of a checkpoint (see `restore_params`), on the host:
     what `model.apply` takes, fitted statistics included."""
-    run = Run(config, workdir, task)
+    run = Run(config, workdir, task, read_only=True)
     try:
         return jax.device_get(_restore_checkpoint(run, step).state.variables())
     finally:
@@ -298,11 +367,7 @@ def restore_params(
     Raises:
         CheckpointError: no checkpoint, or the one asked for is missing or fails verification.
     """
-    run = Run(config, workdir, task)
-    try:
-        return jax.device_get(_restore_checkpoint(run, step).state.params)
-    finally:
-        run.checkpointer.close()
+    return restore_variables(config, workdir, task, step)["params"]
 
 
 def evaluate_checkpoint(
@@ -317,7 +382,7 @@ def evaluate_checkpoint(
     Returns:
         The split's metrics plus `step`; also written to `workdir/eval_<split>.json`.
     """
-    run = Run(config, workdir, task)
+    run = Run(config, workdir, task, read_only=True)
     try:
         restored = _restore_checkpoint(run, step)
         metrics = dict(evaluate(run, restored.state.variables(), split), step=restored.step)

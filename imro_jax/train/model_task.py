@@ -8,6 +8,12 @@
             (regression) or teacher-forced token accuracy / NLL / perplexity (generation),
             plus mean R/H/I per modality over the samples where it is present.
     data    `imro_jax.data.make_pipeline` (the dataset is prepared first if it is missing).
+
+Under `jit` the model cannot raise on bad values, so the loss screens each training batch
+(`screen_batch`): a sample whose label is out of range (classification) or non-finite
+(regression) gets no modality, so the model marks it invalid and the loss ignores it, and
+`invalid/<modality>` / `invalid/label` count the samples dropped per step. The run stops on any
+of them (`Task.fatal_invalid`) except non-finite modalities under `model.nonfinite="as_missing"`.
 """
 
 import jax
@@ -16,13 +22,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from imro_jax.batch import CAPTION, LABEL
+from imro_jax.batch import CAPTION, LABEL, MASK
 from imro_jax.data import make_pipeline, prepare_dataset
 from imro_jax.eval import classification_report
 from imro_jax.models import build_model, imro_loss, validate_batch
 from imro_jax.models.heads import caption_loss_mask
 from imro_jax.models.reliability import STATS
 from imro_jax.models.statistics import fit_reliability_stats
+from imro_jax.models.spec import ModelSpec, parse_model_config
+from imro_jax.models.validation import usable_inputs
 from imro_jax.train.precision import cast_floating
 from imro_jax.train.task import Task
 
@@ -96,6 +104,48 @@ def _to_host(x):
     if jax.process_count() == 1:
         return jax.device_get(x)
     return multihost_utils.process_allgather(x, tiled=True)
+def _label_ok(label: jax.Array, spec: ModelSpec) -> jax.Array | None:
+    """bool[B]: the label is usable (None for generation, whose targets are captions)."""
+    if spec.task == "classification":
+        return (label >= 0) & (label < spec.num_classes)
+    if spec.task == "regression":
+        return jnp.isfinite(label)
+    return None
+
+
+def screen_batch(batch: dict, spec: ModelSpec) -> tuple[dict, dict]:
+    """In-graph screening of a training batch (see the module docstring).
+
+    Args:
+        batch: the batch dict (`{modality: [B, ...], "mask": {modality: bool[B]}, "label"}`).
+        spec: the parsed model config.
+
+    Returns:
+        `(batch, counts)`: the batch with samples of unusable labels masked out (label set to
+        0) and `{"invalid/<modality>" | "invalid/label": int32[]}` samples dropped.
+    """
+    mask = batch.get(MASK) or {name: jnp.ones(batch[name].shape[0], bool)
+                               for name in spec.modality_names}
+    counts = {
+        f"invalid/{name}": jnp.sum(mask[name] & ~usable_inputs(batch[name], enc_spec),
+                                   dtype=jnp.int32)
+        for name, enc_spec in spec.modalities
+    }
+    label_ok = _label_ok(batch[LABEL], spec) if LABEL in batch else None
+    if label_ok is None:
+        return batch, counts
+    counts["invalid/label"] = jnp.sum(~label_ok, dtype=jnp.int32)
+    screened = dict(batch, **{
+        MASK: {name: mask[name] & label_ok for name in spec.modality_names},
+        LABEL: jnp.where(label_ok, batch[LABEL], jnp.zeros_like(batch[LABEL])),
+    })
+    return screened, counts
+
+
+def fatal_invalid(spec: ModelSpec) -> tuple[str, ...]:
+    """The `invalid/<name>` counts that stop a run under `spec.nonfinite`."""
+    modalities = spec.modality_names if spec.nonfinite == "error" else ()
+    return (*modalities, "label")
 
 
 def _prepare_once(data_config: ml_collections.ConfigDict) -> None:
@@ -109,6 +159,7 @@ def _prepare_once(data_config: ml_collections.ConfigDict) -> None:
 def model_task(config: ml_collections.ConfigDict) -> Task:
     """Builds the `Task` for `config` (sections data, model, loss, seed)."""
     model = build_model(config.model)
+    spec = parse_model_config(config.model)
     _prepare_once(config.data)
 
     def pipeline(split, train, seed, index, count):
@@ -125,8 +176,10 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
         return model.init({"params": rng, "dropout": rng}, batch, train=False)
 
     def loss_fn(params, batch, rng, step):
+        batch, invalid = screen_batch(batch, spec)
         output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-        return imro_loss(cast_floating(output, jnp.float32), batch, config.loss, step=step)
+        loss, metrics = imro_loss(cast_floating(output, jnp.float32), batch, config.loss, step=step)
+        return loss, dict(metrics, **invalid)
 
     def eval_fn(variables, batch):
         output = cast_floating(model.apply(variables, batch, train=False), jnp.float32)
@@ -149,4 +202,5 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
         train_data=lambda seed, index, count: pipeline("train", True, seed, index, count),
         eval_data=lambda split, index, count: pipeline(split, False, 0, index, count),
         fit_model_state=fit_model_state if model.spec.reliability.entropy == "surprisal" else None,
+        fatal_invalid=fatal_invalid(spec),
     )

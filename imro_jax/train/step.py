@@ -2,8 +2,11 @@
 
     rng_t          = fold_in(state.rng, t)
     (L, m), g      = value_and_grad(loss_fn)(params, batch, rng_t, t)
-    ok             = isfinite(L) and isfinite(||g||_2)
-    params, opt    = optimizer update if ok else unchanged          (non-finite guard)
+    u, opt'        = optimizer.update(g, opt, params)
+    ok             = isfinite(L) and isfinite(||g||_2) and isfinite(||u||_2)   (non-finite guard)
+                     and m["valid_fraction"] > 0 (when the loss reports it: a batch without a
+                     valid sample is no step)
+    params, opt    = (params + u, opt') if ok else unchanged (so the schedule does not advance)
     skipped       += not ok ;  step += 1
 
 The state is donated (updated in place on device). Given the logical-axis `rules`, the jitted
@@ -29,6 +32,7 @@ from imro_jax.train.state import TrainState
 # (params, batch, rng, step) -> (loss, metrics)
 LossFn = Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
 EvalFn = Callable[[Any, dict], dict]  # (params, batch) -> metrics
+VALID_FRACTION = "valid_fraction"  # optional loss metric: share of the batch's valid samples
 
 
 def train_step(
@@ -52,8 +56,11 @@ def train_step(
         accumulation_steps: micro-steps per optimizer update.
 
     Returns:
-        `(new_state, metrics)`; metrics add `loss`, `grad_norm` (before clipping), `lr`,
-        `skipped` (total) and `finite` (1.0 if this step was applied).
+        `(new_state, metrics)`; metrics add `loss`, `grad_norm` (before clipping),
+        `update_norm` (of the update applied), `lr`, `skipped` (total) and `finite` (1.0 if
+        this step was applied). A step is skipped (parameters, optimizer state and schedule
+        unchanged) when the loss, the gradient or the update is non-finite, or when the loss
+        reports `valid_fraction == 0` (no valid sample in the batch).
     """
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -62,8 +69,11 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
+    update_norm = optax.tree.norm(updates)
 
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+    if VALID_FRACTION in metrics:
+        finite = finite & (metrics[VALID_FRACTION] > 0)
     keep_if_finite = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     skipped = state.skipped + jnp.logical_not(finite).astype(jnp.int32)
     num_updates = (state.step - state.skipped) // accumulation_steps
@@ -77,6 +87,7 @@ def train_step(
         metrics,
         loss=loss,
         grad_norm=grad_norm,
+        update_norm=update_norm,
         lr=jnp.asarray(schedule(num_updates), jnp.float32),
         skipped=skipped,
         finite=finite.astype(jnp.float32),

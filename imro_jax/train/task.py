@@ -33,6 +33,9 @@ class Task:
             (e.g. `imro_jax.models.statistics.fit_reliability_stats`) from `batches()`, a fresh
             ordered pass of `(global batch, valid [B])` over the training split. The loop runs
             it before every evaluation and at the end of training.
+        fatal_invalid: names `<n>` of the loss metrics `invalid/<n>` (per-step counts of
+            samples dropped as invalid) whose nonzero count stops the run
+            (`imro_jax.train.guard`).
     """
 
     init_fn: Callable[[jax.Array, dict], Any]
@@ -43,3 +46,4 @@ class Task:
     train_data: Callable[[int, int, int], Iterator[dict]]
     eval_data: Callable[[str, int, int], Iterable[dict]]
     fit_model_state: Callable[[dict, Callable[[], Iterable[tuple[dict, Any]]]], Any] | None = None
+    fatal_invalid: tuple[str, ...] = ()

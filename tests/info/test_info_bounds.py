@@ -288,3 +288,13 @@ def test_jit_and_vmap_match_eager():
             jax.jit(jax.vmap(bound))(scores), looped, rtol=1e-5, err_msg=name
         )
         np.testing.assert_allclose(jax.jit(bound)(scores[0]), looped[0], rtol=1e-5, err_msg=name)
+
+
+def test_barber_agakov_rejects_positive_log_probabilities():
+    log_q = jnp.array([-0.1, 0.3, -2.0])  # 0.3 is no log-probability: the bound would exceed H(Y)
+    with pytest.raises(ValueError, match=r"log-probabilities <= 0 .* maximum of 0.3"):
+        barber_agakov_lower_bound(log_q, math.log(2))
+    assert np.isnan(float(jax.jit(barber_agakov_lower_bound)(log_q, math.log(2))))
+    assert np.isnan(float(barber_agakov_lower_bound(jnp.array([-0.1, np.nan]), math.log(2))))
+    exact = float(barber_agakov_lower_bound(jnp.array([0.0, -1.0]), math.log(2)))
+    np.testing.assert_allclose(exact, math.log(2) - 0.5, rtol=1e-6)  # 0 is a valid log-probability

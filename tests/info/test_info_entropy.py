@@ -139,3 +139,20 @@ def test_entropy_jit_and_vmap():
     looped = [knn_entropy(s) for s in samples]
     np.testing.assert_allclose(batched, looped, rtol=1e-5)
     np.testing.assert_allclose(jax.jit(knn_entropy)(samples[0]), looped[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_knn_entropy_is_scale_safe(scale):
+    # H(sX) = H(X) + d log s: for a standard normal in d = 2, H = log(2 pi e) + 2 log s
+    # (94.9 nats at s = 1e20); float32 squared distances would overflow / underflow unscaled.
+    x = np.random.default_rng(0).normal(size=(2000, 2)).astype(np.float32)
+    truth = math.log(2 * math.pi * math.e) + 2 * math.log(scale)
+    assert abs(float(knn_entropy(x * scale)) - truth) < 0.08
+    assert abs(float(jax.jit(knn_entropy)(x * scale)) - float(knn_entropy(x)) - 2 * math.log(scale)) < 1e-3
+
+
+def test_categorical_entropy_of_nan_logits_is_nan_not_zero():
+    logits = jnp.array([[np.nan, np.nan, np.nan], [0.0, np.nan, 1.0], [0.0, 0.0, -np.inf]])
+    values = np.asarray(jax.jit(categorical_entropy)(logits))
+    assert np.isnan(values[0]) and np.isnan(values[1])
+    np.testing.assert_allclose(values[2], math.log(2), rtol=1e-6)

@@ -59,3 +59,13 @@ def test_input_errors():
         estimate_mi(x, x, critic="quadratic")
     with pytest.raises(ValueError, match=r"\[n\] or \[n, d\]"):
         estimate_mi(np.zeros((100, 2, 2)), x)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_estimate_is_invariant_to_rescaling_x_and_y(scale):
+    # MI is invariant to rescaling each variable; unscaled float32 statistics of x * 1e20
+    # overflow (the estimate was -1e-5 nats for a true MI of 1.6).
+    x, y = correlated_gaussian(mi=1.6, dim=2, n=1000, seed=4)
+    reference = estimate_mi(x, y, steps=300)
+    assert abs(reference - 1.6) < 0.4  # a short run on 600 training pairs
+    assert abs(estimate_mi(x * scale, y * scale, steps=300) - reference) < 0.02

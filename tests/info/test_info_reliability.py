@@ -125,3 +125,16 @@ def test_jit_and_vmap():
     eager = reliability_scores(mi, entropy)
     np.testing.assert_allclose(jax.jit(reliability_scores)(mi, entropy), eager, rtol=1e-6)
     np.testing.assert_allclose(jax.vmap(reliability_scores)(mi, entropy), eager, rtol=1e-6)
+
+
+def test_infinite_mi_takes_all_the_weight_never_nan():
+    scores = np.asarray(reliability_scores(jnp.array([[np.inf, 1.0, 0.5], [np.inf, np.inf, 2.0]]),
+                                           jnp.array([[1.0, 1.0, 1.0], [1.0, 3.0, 1.0]])))
+    np.testing.assert_array_equal(scores, [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    masked = reliability_scores(jnp.array([np.inf, 1.0]), jnp.zeros(2), mask=jnp.array([False, True]))
+    np.testing.assert_array_equal(np.asarray(masked), [0.0, 1.0])  # an absent modality stays 0
+
+
+def test_regularizer_rejects_an_empty_batch():
+    with pytest.raises(ValueError, match="empty batch"):
+        imro_regularizer(jnp.zeros((0, 3)), jnp.zeros((0, 3)), lambda1=0.1, lambda2=0.1)

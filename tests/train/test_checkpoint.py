@@ -163,3 +163,75 @@ def test_fingerprint_matches_formula_on_any_sharding_and_sees_one_changed_word(s
     changed.params["head"]["kernel"][3, 1] = np.nextafter(changed.params["head"]["kernel"][3, 1], 9)
     fingerprints = checkpoint_lib.fingerprint(changed)
     assert [k for k in fingerprints if fingerprints[k] != reference[k]] == [".params['head']['kernel']"]
+
+
+def _with_leaf(abstract, path_suffix, shape=None, dtype=None):
+    """`abstract` with the leaf whose key path ends in `path_suffix` given another shape/dtype."""
+
+    def change(path, leaf):
+        if not jax.tree_util.keystr(path).endswith(path_suffix):
+            return leaf
+        return jax.ShapeDtypeStruct(shape or leaf.shape, dtype or leaf.dtype, sharding=leaf.sharding)
+
+    return jax.tree_util.tree_map_with_path(change, abstract)
+
+
+@pytest.mark.parametrize("change,named", [
+    (dict(shape=(16, 8)), "params.head.kernel saved [16, 4] float32, requested [16, 8] float32"),
+    (dict(dtype=np.float16), "params.head.kernel saved [16, 4] float32, requested [16, 4] float16"),
+])
+def test_a_checkpoint_of_another_model_is_an_error_and_is_not_moved(tmp_path, setup, states,
+                                                                    change, named):
+    root = _save_two(tmp_path, states)
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    abstract = _with_leaf(setup().abstract_state(), ".params['head']['kernel']", **change)
+    ckpt = _checkpointer(tmp_path)
+    with pytest.raises(checkpoint_lib.IncompatibleCheckpointError) as error:
+        ckpt.restore_latest(abstract)
+    with pytest.raises(checkpoint_lib.IncompatibleCheckpointError):
+        ckpt.restore(2, abstract)
+    ckpt.close()
+    assert f"checkpoint 4 in {root} holds another model: " in str(error.value)
+    assert named in str(error.value)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before  # nothing moved
+    assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path, states):
+    first_host, _, _, _ = states
+    bad = jax.tree.map(np.copy, first_host)
+    bad.opt_state[1][0].mu["mlp_in"]["bias"][5] = np.inf
+    ckpt = _checkpointer(tmp_path)
+    with pytest.raises(checkpoint_lib.CheckpointError, match=(
+            r"refusing to save step 3: non-finite values in \[\"\.opt_state\[1\]\[0\]\.mu\['mlp_in'\]\['bias'\]\"\]")):
+        ckpt.save(3, bad, {"index": 3})
+    ckpt.close()
+    assert _checkpointer(tmp_path).steps() == []
+
+
+@pytest.mark.parametrize("data", [2, 4])
+def test_restore_onto_fewer_devices(tmp_path, setup, states, data):
+    _, second_host, _, _ = states
+    _save_two(tmp_path, states)  # saved from data=8
+    target = setup(data=data, model=1)
+    ckpt = _checkpointer(tmp_path)
+    restored = ckpt.restore_latest(target.abstract_state())
+    ckpt.close()
+    assert tree_equal(jax.device_get(restored.state), second_host)
+    kernel = restored.state.params["mlp_in"]["kernel"]
+    assert len(kernel.sharding.device_set) == data
+
+
+def test_a_read_only_reader_leaves_a_save_in_progress_and_corrupted_steps_in_place(tmp_path, setup,
+                                                                                  states):
+    first_host, _, _, _ = states
+    root = _save_two(tmp_path, states)
+    in_progress = root / "6.orbax-checkpoint-tmp"  # a running trainer's save
+    in_progress.mkdir()
+    _delete_data_state(root)
+    reader = _checkpointer(tmp_path, read_only=True)
+    restored = reader.restore_latest(setup().abstract_state())
+    reader.close()
+    assert restored.step == 2 and tree_equal(jax.device_get(restored.state), first_host)
+    assert in_progress.exists() and (root / "4").exists()
+    assert not (tmp_path / "corrupt_checkpoints").exists()

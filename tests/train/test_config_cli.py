@@ -91,3 +91,51 @@ def test_axes_a_mesh_axis_does_not_divide_are_replicated():
     assert partitioning.mesh_partition_spec(None, (12,), rules, mesh) == P()
     with pytest.raises(ValueError, match="do not match array shape"):
         partitioning.mesh_partition_spec(("embed",), (12, 6), rules, mesh)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.num_steps=-5", "config key 'train.num_steps' expects an integer >= 1, got -5"),
+    ("train.log_every=0", "config key 'train.log_every' expects an integer >= 1, got 0"),
+    ("train.eval_every=-1", "config key 'train.eval_every' expects an integer >= 0 (0: never), got -1"),
+    ("checkpoint.every_steps=0", "config key 'checkpoint.every_steps' expects an integer >= 1, got 0"),
+    ("checkpoint.keep_last=0", "config key 'checkpoint.keep_last' expects an integer >= 1, got 0"),
+    ("optimizer.learning_rate=inf", "config key 'optimizer.learning_rate' expects a finite number > 0, got inf"),
+    ("optimizer.learning_rate=-1e-3", "expects a finite number > 0, got -0.001"),
+    ("optimizer.learning_rate=1e999", "expects a finite number > 0, got inf"),
+    ("optimizer.warmup_steps=200", "config key 'optimizer.warmup_steps' expects fewer warmup updates than "
+     "the run has optimizer updates (train.num_steps=200 // optimizer.accumulation_steps=1 = 200), got 200"),
+    ("train.compute_dtype=float16", "config key 'train.compute_dtype' expects one of ('float32', 'bfloat16')"),
+    ("model.fusion=average", "model.fusion must be one of"),
+    ("data.name=mnist", "config key 'data.name' expects one of ('cmu_mosei', 'cmu_mosi', 'handwritten', "
+     "'imro_synth'), got 'mnist'"),
+    ("data.builder_config=tiny", "config key 'data.builder_config' expects one of ('default', 'small') for "
+     "imro_synth, got 'tiny'"),
+    ("data.batch_size=12", "config key 'data.batch_size' expects a multiple of 8 (the number of 'data' mesh "
+     "shards), got 12"),
+])
+def test_bad_values_are_one_line_errors_before_anything_runs(tmp_path, capsys, override, message):
+    status = cli.main(["train", "--config", TRIMODAL, "--workdir", str(tmp_path / "run"),
+                       f"--config.{override}"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("imro: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_a_data_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    status = cli.main(["train", "--config", TRIMODAL, "--workdir", str(tmp_path / "run"),
+                       f"--config.data.data_dir={tmp_path / 'file'}"])
+    assert status == 2 and capsys.readouterr().err == (
+        f"imro: error: config key 'data.data_dir' expects a directory, got '{tmp_path / 'file'}' (a file)\n")
+
+
+def test_an_unknown_eval_split_is_an_error_before_compiling(tmp_path, capsys):
+    status = cli.main(["train", "--config", TRIMODAL, "--workdir", str(tmp_path / "run"),
+                       "--config.data.builder_config=small", f"--config.data.data_dir={tmp_path / 'data'}",
+                       "--config.train.eval_split=valid"])
+    err = capsys.readouterr().err  # after the dataset's build progress
+    assert status == 2 and err.splitlines()[-1] + "\n" == (
+        "imro: error: config key 'train.eval_split' expects one of ('test', 'train', 'validation') "
+        "for imro_synth/small, got 'valid'\n")
+    assert not (tmp_path / "run").exists()

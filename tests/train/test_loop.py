@@ -111,11 +111,9 @@ def test_restore_params_matches_the_checkpointer_and_defaults_to_the_best(refere
         loop.restore_params(config, tmp_path / "empty", task)
 
 
-def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(reference, tmp_path, capsys):
-    _, reference_records, _ = reference
-    expected = _train_losses(reference_records)
-    workdir = tmp_path / "killed"
-    env = dict(subprocess_env(), IMRO_TEST_BATCH_DELAY="0.25")
+def _signal_mid_run(workdir, signum, env=None) -> tuple[int, str]:
+    """Starts a slow toy run, sends `signum` once step 7 is logged; returns (status, stderr)."""
+    env = env or dict(subprocess_env(), IMRO_TEST_BATCH_DELAY="0.25")
     process = subprocess.Popen(toy_run_command(workdir, *_cli_overrides()), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -126,21 +124,50 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(reference, tmp
                 break
             time.sleep(0.05)
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         process.stderr.close()
-    killed_at = max(r["step"] for r in _records(workdir))
-    assert 7 <= killed_at < NUM_STEPS  # it died mid-run
+    return process.returncode, stderr.decode()
+
+
+def _resume_in_process(workdir, capsys) -> int:
+    """Reruns the run in `workdir` here; returns the step it resumed from."""
     config = _config()
     loop.train(config, workdir, toy_task(config))
     out = capsys.readouterr().out
-    resumed_from = int(out.split("resumed from checkpoint step ")[1].split()[0])
+    return int(out.split("resumed from checkpoint step ")[1].split()[0])
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(reference, tmp_path, capsys):
+    _, reference_records, _ = reference
+    workdir = tmp_path / "killed"
+    status, _ = _signal_mid_run(workdir, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    killed_at = max(r["step"] for r in _records(workdir))
+    assert 7 <= killed_at < NUM_STEPS  # it died mid-run
+    resumed_from = _resume_in_process(workdir, capsys)
     assert resumed_from % 3 == 0 and 0 < resumed_from <= killed_at  # a committed checkpoint
-    assert _train_losses(_records(workdir)) == expected  # bitwise, every step exactly once
+    assert _train_losses(_records(workdir)) == _train_losses(reference_records)  # bitwise, once
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_reproduces_the_losses(reference, tmp_path,
+                                                                              capsys):
+    _, reference_records, _ = reference
+    workdir = tmp_path / "preempted"
+    status, stderr = _signal_mid_run(workdir, signal.SIGTERM)
+    stopped_at = max(r["step"] for r in _records(workdir))
+    assert status == 128 + signal.SIGTERM, stderr[-2000:]
+    assert f"imro: stopped by SIGTERM after step {stopped_at}; its checkpoint is saved" in stderr
+    assert 7 <= stopped_at < NUM_STEPS
+    ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep_last=2)
+    assert ckpt.steps()[-1] == stopped_at  # saved and committed before exiting, not lost
+    ckpt.close()
+    assert _resume_in_process(workdir, capsys) == stopped_at
+    assert _train_losses(_records(workdir)) == _train_losses(reference_records)  # bitwise, once
 
 
 def _free_port() -> int:
@@ -149,25 +176,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_match_the_single_process_run(reference, tmp_path):
-    _, reference_records, _ = reference
-    workdir = tmp_path / "multihost"
+def _start_two_processes(workdir, **env) -> list[subprocess.Popen]:
     address = f"localhost:{_free_port()}"
-    processes = [
+    return [
         subprocess.Popen(
             toy_run_command(workdir, *_cli_overrides(), "--config.mesh.num_processes=2",
                             f"--config.mesh.process_id={i}",
                             f"--config.mesh.coordinator_address={address}"),
-            env=subprocess_env(cpu_devices=4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=dict(subprocess_env(cpu_devices=4), **env), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
         for i in range(2)
     ]
+
+
+def _finish(processes, timeout=300) -> list[str]:
+    """Waits for every process; returns their stderr (kills what is left on a timeout)."""
     try:
-        errors = [p.communicate(timeout=300)[1].decode() for p in processes]
+        return [p.communicate(timeout=timeout)[1].decode() for p in processes]
     finally:
         for p in processes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_two_processes_match_the_single_process_run(reference, tmp_path):
+    _, reference_records, _ = reference
+    workdir = tmp_path / "multihost"
+    processes = _start_two_processes(workdir)
+    errors = _finish(processes)
     assert [p.returncode for p in processes] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
     records = _records(workdir)
     got, expected = _train_losses(records), _train_losses(reference_records)
@@ -177,5 +214,24 @@ def test_two_processes_match_the_single_process_run(reference, tmp_path):
     evals = [r["eval/accuracy"] for r in records if "eval/accuracy" in r]
     assert evals == [r["eval/accuracy"] for r in reference_records if "eval/accuracy" in r]
     data_files = sorted(p.name for p in (workdir / "checkpoints" / "12" / "data").iterdir()
+                        if p.suffix == ".json")
+    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tmp_path):
+    workdir = tmp_path / "multihost_preempted"
+    processes = _start_two_processes(workdir, IMRO_TEST_BATCH_DELAY="0.25")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        if (workdir / "metrics.jsonl").exists() and any(r["step"] >= 5 for r in _records(workdir)):
+            break
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)  # JAX's preemption notifier tells process 0
+    errors = _finish(processes, timeout=120)
+    assert [p.returncode for p in processes] == [143, 143], errors[0][-3000:] + errors[1][-3000:]
+    steps = {int(e.split("stopped by SIGTERM after step ")[1].split(";")[0]) for e in errors}
+    (stopped_at,) = steps  # the same step on both processes
+    assert 5 <= stopped_at < NUM_STEPS
+    data_files = sorted(p.name for p in (workdir / "checkpoints" / str(stopped_at) / "data").iterdir()
                         if p.suffix == ".json")
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]

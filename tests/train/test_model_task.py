@@ -5,8 +5,21 @@ import numpy as np
 import optax
 import pytest
 
+import pathlib
+import sys
+
+from imro_jax.models import build_model, imro_loss
 from imro_jax.models.heads import caption_loss_mask
-from imro_jax.train.model_task import summarize_outputs, teacher_forced_caption_metrics
+from imro_jax.models.spec import parse_model_config
+from imro_jax.train.model_task import (
+    fatal_invalid,
+    screen_batch,
+    summarize_outputs,
+    teacher_forced_caption_metrics,
+)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "models"))
+from models_testlib import loss_config, make_batch, tiny_config  # noqa: E402
 
 N, L, V, M = 6, 5, 7, 2
 
@@ -54,3 +67,54 @@ def test_generation_summary_names_what_is_missing_or_mismatched():
     del outputs["caption"]
     with pytest.raises(KeyError, match="caption"):
         summarize_outputs(outputs, ("a", "b"))
+
+
+def _jitted_loss(model_config):
+    """loss(params, batch) of the model task's loss path (screening, model, imro_loss) under jit."""
+    spec = parse_model_config(model_config)
+    net = build_model(model_config)
+
+    @jax.jit
+    def loss(params, batch):
+        batch, invalid = screen_batch(batch, spec)
+        output = net.apply({"params": params}, batch, train=False)
+        value, metrics = imro_loss(output, batch, loss_config())
+        return value, dict(metrics, **invalid)
+
+    batch = make_batch(model_config, batch_size=8)
+    params = net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch,
+                      train=False)["params"]
+    return loss, params, batch
+
+
+def _with(batch, name, row, value):
+    batch = jax.tree.map(np.copy, batch)
+    batch[name][row] = value
+    return batch
+
+
+def test_out_of_range_labels_under_jit_are_invalid_samples_never_part_of_the_loss():
+    config = tiny_config()
+    loss, params, batch = _jitted_loss(config)
+    values = {}
+    for label in (-1, -2, config.num_classes, 10**6):
+        value, metrics = loss(params, _with(batch, "label", 3, label))
+        values[label] = float(value)
+        assert int(metrics["invalid/label"]) == 1 and float(metrics["valid_fraction"]) == 7 / 8
+    assert len(set(values.values())) == 1, values  # whatever the bad label, it contributes nothing
+    all_bad = dict(batch, label=np.full_like(batch["label"], -1))
+    _, metrics = loss(params, all_bad)
+    assert float(metrics["valid_fraction"]) == 0.0  # the train step skips such a batch
+
+
+def test_nan_labels_and_nan_modalities_under_jit_are_counted_invalid():
+    config = tiny_config(task="regression")
+    loss, params, batch = _jitted_loss(config)
+    value, metrics = loss(params, _with(batch, "label", 2, np.nan))
+    assert np.isfinite(float(value)) and int(metrics["invalid/label"]) == 1
+    name = sorted(config.modalities)[0]
+    _, metrics = loss(params, _with(batch, name, 5, np.nan))
+    assert int(metrics[f"invalid/{name}"]) == 1 and float(metrics["valid_fraction"]) == 7 / 8
+    spec = parse_model_config(config)
+    assert set(fatal_invalid(spec)) == {*spec.modality_names, "label"}  # nonfinite="error"
+    assert fatal_invalid(parse_model_config(tiny_config(nonfinite="as_missing"))) == ("label",)

@@ -1,13 +1,19 @@
 """Sharded train step: mesh independence, sharding rules, non-finite guard, determinism, bf16."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 from toy import ToyIterator
 
 from trainlib import tree_equal
+
+from imro_jax.train import step as step_lib
+from imro_jax.train.state import TrainState
 
 NUM_STEPS = 4
 
@@ -96,3 +102,54 @@ def test_bfloat16_compute_keeps_float32_master_weights(setup):
     dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state)) if
               jnp.issubdtype(x.dtype, jnp.floating)}
     assert dtypes == {jnp.dtype(jnp.float32)}
+
+
+def _linear_state(optimizer):
+    params = {"w": jnp.array([0.5, -1.0, 2.0])}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params),
+                      rng=jax.random.key_data(jax.random.key(0)), skipped=jnp.zeros((), jnp.int32))
+
+
+def _linear_loss(params, batch, rng, step):
+    del rng, step
+    loss = jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+    return loss, {"valid_fraction": jnp.mean(batch["valid"].astype(jnp.float32))}
+
+
+def _run_linear(optimizer, schedule, batches):
+    step = jax.jit(functools.partial(step_lib.train_step, loss_fn=_linear_loss, optimizer=optimizer,
+                                     schedule=schedule, accumulation_steps=1))
+    state = _linear_state(optimizer)
+    history = [jax.device_get(state)]
+    for batch in batches:
+        state, metrics = step(state, batch)
+        history.append(jax.device_get(state))
+    return history, jax.device_get(metrics)
+
+
+def _linear_batch(valid=True):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    return {"x": x, "y": np.ones(4, np.float32), "valid": np.full(4, valid)}
+
+
+def test_a_non_finite_update_is_skipped_although_loss_and_gradient_are_finite():
+    # lr = inf: loss and gradient are finite, the update (inf * g) is not.
+    optimizer = optax.sgd(jnp.inf)
+    history, metrics = _run_linear(optimizer, optax.constant_schedule(jnp.inf), [_linear_batch()])
+    before, after = history
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])
+    assert not np.isfinite(metrics["update_norm"]) and metrics["finite"] == 0.0
+    np.testing.assert_array_equal(after.params["w"], [0.5, -1.0, 2.0])
+    assert int(after.skipped) == 1 and int(after.step) == 1
+
+
+def test_a_batch_without_valid_samples_changes_no_parameter_optimizer_state_or_schedule():
+    schedule = optax.linear_schedule(1e-1, 0.0, 10)
+    optimizer = optax.adamw(schedule, weight_decay=0.1)
+    history, metrics = _run_linear(optimizer, schedule, [_linear_batch(), _linear_batch(False)])
+    _, first, second = history
+    assert metrics["finite"] == 0.0 and int(second.skipped) == 1 and int(second.step) == 2
+    assert tree_equal(second.params, first.params) and tree_equal(second.opt_state, first.opt_state)
+    assert int(second.opt_state[0].count) == 1  # AdamW's schedule count did not advance
+    assert metrics["lr"] == np.float32(schedule(1))  # the logged lr: that of update 1, not 2

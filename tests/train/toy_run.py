@@ -1,6 +1,6 @@
 """Runs the toy task through `imro_jax.train.loop.train` (a subprocess for kill/multi-host tests).
 
-Usage: python toy_run.py WORKDIR [--config.key=value ...]
+Usage: python toy_run.py WORKDIR [--config.key=value ...]; exit status as `imro train`
 Environment: IMRO_TEST_CPU_DEVICES (CPU devices of this process, default 8),
 IMRO_TEST_BATCH_DELAY (seconds each training batch takes to read, default 0: lets a test kill
 the run mid-way).
@@ -18,6 +18,7 @@ jax.config.update("jax_num_cpu_devices", int(os.environ.get("IMRO_TEST_CPU_DEVIC
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from imro_jax.cli import exit_status  # noqa: E402
 from imro_jax.train import config as config_lib  # noqa: E402
 from imro_jax.train import distributed, loop  # noqa: E402
 from toy import ToyIterator, toy_config, toy_task  # noqa: E402
@@ -39,4 +40,4 @@ if __name__ == "__main__":
     for text in overrides:
         config_lib.apply_override(config, *config_lib.parse_override(text))
     distributed.initialize(config.mesh)
-    loop.train(config, workdir, toy_task(config))
+    sys.exit(exit_status(lambda: loop.train(config, workdir, toy_task(config))))

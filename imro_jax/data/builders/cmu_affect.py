@@ -76,6 +76,22 @@ def _id_text(raw) -> str:
     return "|".join(x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in items)
 
 
+def _finite_labels(raw, n: int, where: str) -> np.ndarray:
+    """The first label of each of the `n` samples as float64 ``[n]``; NaN/inf is an error.
+
+    Raises:
+      ValueError: naming ``where`` and the first rows whose label is not a finite score.
+    """
+    labels = np.asarray(raw, np.float64).reshape(n, -1)[:, 0]
+    bad = np.flatnonzero(~np.isfinite(labels))
+    if bad.size:
+        raise ValueError(
+            f"{where}: labels must be finite sentiment scores in [-3, 3]; {bad.size} are NaN or "
+            f"inf, in rows {bad[:5].tolist()}"
+        )
+    return labels
+
+
 class _CmuAffect(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared builder for the aligned MulT pickles; subclasses set the file and the dimensions."""
 
@@ -147,7 +163,7 @@ class _CmuAffect(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     f"for {self.name} (aligned MulT release)"
                 )
             out[m] = x
-        out["labels"] = np.asarray(split["labels"], np.float64).reshape(n, -1)[:, 0]
+        out["labels"] = _finite_labels(split["labels"], n, f"{path}: split '{key}'")
         out["id"] = split.get("id")
         return out
 
