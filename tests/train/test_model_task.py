@@ -54,3 +54,24 @@ def test_generation_summary_names_what_is_missing_or_mismatched():
     del outputs["caption"]
     with pytest.raises(KeyError, match="caption"):
         summarize_outputs(outputs, ("a", "b"))
+
+
+def test_regression_summary_reports_the_sentiment_metrics():
+    from scipy import stats
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(2)
+    label = np.round(rng.uniform(-3, 3, 40) * 3).astype(np.float32) / 3
+    label[:5] = 0.0
+    outputs = {"logits": (label + rng.normal(0, 0.7, 40)).astype(np.float32), "label": label,
+               "present": np.ones((40, M), bool),
+               **{k: rng.uniform(size=(40, M)).astype(np.float32) for k in ("reliability", "entropy", "mi")}}
+    metrics = summarize_outputs(outputs, ("a", "b"))
+    p, y = outputs["logits"].astype(np.float64), label.astype(np.float64)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(p - y)))
+    assert metrics["mse"] == pytest.approx(np.mean((p - y) ** 2))
+    assert metrics["corr"] == pytest.approx(stats.pearsonr(p, y).statistic)
+    keep = y != 0
+    assert metrics["acc2_non0"] == pytest.approx(accuracy_score(y[keep] > 0, p[keep] > 0))
+    assert metrics["f1_has0"] == pytest.approx(f1_score(y >= 0, p >= 0, average="weighted"))
+    assert {"acc7", "acc5", "f1_non0", "acc2_has0", "reliability/a"} <= set(metrics)
