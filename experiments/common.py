@@ -336,8 +336,14 @@ def environment() -> dict:
     }
 
 
-def write_results(out: pathlib.Path, payload: dict, markdown: str) -> None:
-    """Writes ``out/results.json`` (NaN as null) and ``out/results.md``."""
+def write_results(out: pathlib.Path, payload: dict, markdown: str, *, summary: dict | None = None) -> None:
+    """Writes ``out/results.json`` (NaN as null), ``out/results.md`` and, when given, the compact
+    ``out/summary.json`` (``{"command", "seeds", "methods": {method: {metric: value}}}``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, sort_keys=True))
     (out / "results.md").write_text(markdown.rstrip() + "\n")
+    if summary is not None:
+        missing = {"command", "seeds", "methods"} - set(summary)
+        if missing:
+            raise ValueError(f"summary.json needs keys command, seeds, methods; missing {sorted(missing)}")
+        (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True))
