@@ -21,7 +21,7 @@ Writes ``results.md`` (the standard table with MulT's published numbers beside o
 ``results.json``, ``summary.json`` and ``r_under_noise.png`` (R of each modality as its own noise
 grows) to ``--out`` (default ``experiments/results/affect_<dataset>``). Protocol and published
 numbers: ``docs/protocols.md``, section "Affect". ``--quick``: 1 seed, ``QUICK_STEPS`` steps, a
-tiny model, fusions imro, late (regression) and evidential (7 classes), two levels per corruption.
+tiny model, fusions imro (regression) and evidential (7 classes), one or two levels per corruption.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ SETTINGS = {
     "full": dict(seeds=3, regression=None, class7=None, levels={
         "missing": [1.0], "gaussian": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "snr": [20.0, 10.0, 0.0, -10.0],
         "blank": [0.0, 0.25, 0.5, 0.75, 1.0]}),
-    "quick": dict(seeds=1, regression=("imro", "late"), class7=("evidential",), levels={
+    "quick": dict(seeds=1, regression=("imro",), class7=("evidential",), levels={
         "missing": [1.0], "gaussian": [0.0, 2.0], "snr": [10.0], "blank": [0.5]}),
 }
 QUICK_MODEL = {"model.dim": 16, "model.mlp_dim": 32, "model.depth": 1, "model.num_heads": 2, "data.batch_size": 8}
@@ -118,7 +118,8 @@ def main(argv=None) -> dict:
     regression = common.load_config(args.dataset, overrides)
     datasets.prepare_dataset(regression.data)
     train_scores = common.load_split(regression.data, "train")["label"]
-    regression = common.with_overrides(regression, {"model.label_variance": float(np.var(train_scores))})
+    variance = float(np.var(train_scores.astype(np.float64)))
+    regression = common.with_overrides(regression, {"model.label_variance": variance})
     class7 = seven_class(regression)
     methods = {"regression": list(setting["regression"] or [f for f in FUSIONS if supports(regression, f)])}
     methods["class7"] = list(setting["class7"] or [f for f in FUSIONS if f not in methods["regression"]])
