@@ -111,6 +111,7 @@ def train_all(configs: dict, methods: list[str], seed: int, workdir: pathlib.Pat
 def main(argv=None) -> dict:
     args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=extra_flags)
     require_pickle(args.dataset, args.manual_dir)
+    args.command = args.command.replace(args.manual_dir, "DIR")  # the results name no local path
     if args.out == common.RESULTS / NAME:
         args.out = common.RESULTS / f"{NAME}_{args.dataset}"
     overrides = {**common.train_overrides(args), "data.manual_dir": args.manual_dir,
