@@ -356,6 +356,9 @@ def write_results(out: pathlib.Path, payload: dict, markdown: str, summary: dict
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, sort_keys=True))
     (out / "results.md").write_text(markdown.rstrip() + "\n")
     if summary is not None:
+        missing = {"command", "seeds", "methods"} - set(summary)
+        if missing:
+            raise ValueError(f"summary.json needs keys command, seeds, methods; missing {sorted(missing)}")
         (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True) + "\n")
 
 

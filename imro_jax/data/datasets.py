@@ -5,11 +5,13 @@ config and sets the input pipeline:
 
   common keys:
     name                  imro_synth | handwritten | cmu_mosi | cmu_mosei
-    builder_config        TFDS builder config (imro_synth: small | default;
+    builder_config        TFDS builder config (imro_synth: small | default, and
+                          small_regression | default_regression with a float score label;
                           handwritten: split_<seed>; cmu_*: aligned)
     data_dir              TFDS data dir; "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     batch_size            global batch size, divided over processes
-    num_classes           must match the dataset (cmu_*: 1 for the "score" regression label)
+    num_classes           must match the dataset (1 for a regression label: cmu_* "score",
+                          imro_synth *_regression)
     worker_count          grain worker processes (0 = read in the calling process)
     read_threads          grain ReadOptions.num_threads
     prefetch_buffer_size  grain ReadOptions.prefetch_buffer_size
@@ -64,7 +66,7 @@ DATASETS: dict[str, DatasetEntry] = {
         builder_cls=imro_synth.ImroSynth,
         defaults=dict(builder_config="default", num_classes=4),
         element_fn=lambda config: imro_synth.to_batch_element,
-        num_classes=lambda config, builder: builder.builder_config.spec.num_classes,
+        num_classes=lambda config, builder: imro_synth.num_outputs(builder.builder_config),
     ),
     "handwritten": DatasetEntry(
         builder_cls=handwritten.Handwritten,

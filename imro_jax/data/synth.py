@@ -30,6 +30,16 @@ The caption (``[caption_length]`` int32, 0 = padding) is a fixed template of the
 per-sample attributes: ``<bos> a <size> <colour> <class> with <rhythm> sound <eos>``, so it is
 learnable from the inputs when they are reliable.
 
+Regression variant (``score_noise_std`` given): a continuous target built from the class and two
+attributes, with Gaussian noise of a known std (:func:`regression_target`):
+
+    s = (y - (K - 1) / 2) + 0.25 (2 size - 1) + 0.25 (2 rhythm - 1) + score_noise_std * N(0, 1)
+
+The class is in every modality, ``size`` only in vision and ``rhythm`` only in audio, so the
+modalities complement each other; ``score_noise_std`` is the irreducible error (Bayes MSE
+``score_noise_std^2``, Bayes MAE ``score_noise_std * sqrt(2 / pi)``). The noise is drawn after
+everything else, so the other arrays equal those of the classification data.
+
 Determinism: a split is a pure function of ``(spec, seed, split, chunk_size)``: the balanced
 labels come from ``np.random.default_rng([seed, split_id])`` and chunk ``i`` from
 ``np.random.default_rng([seed, split_id, i + 1])``, so any chunk can be regenerated alone.
@@ -258,24 +268,60 @@ def make_caption(spec: SynthSpec, labels, colour, size, rhythm) -> np.ndarray:
     return caption
 
 
-def generate(spec: SynthSpec, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+SCORE_ATTRIBUTE_STEP = 0.25  # score change of each binary attribute (size, rhythm) from its mean
+
+
+def regression_target(spec: SynthSpec, labels, size, rhythm, noise_std: float, rng: np.random.Generator) -> np.ndarray:
+    r"""The regression target of the class and attributes, plus Gaussian noise of std ``noise_std``.
+
+    .. math:: s = \big(y - \tfrac{K-1}{2}\big) + a\,(2\,\mathrm{size} - 1) + a\,(2\,\mathrm{rhythm} - 1)
+              + \sigma \varepsilon, \quad a = 0.25,\ \varepsilon \sim N(0, 1)
+
+    Args:
+      spec: the benchmark spec (K).
+      labels, size, rhythm: int32[n] class and attributes.
+      noise_std: sigma >= 0, the irreducible noise.
+      rng: numpy Generator (n normal draws).
+
+    Returns:
+      float32[n] scores (for K = 4 within [-2, 2] before the noise).
+    """
+    if noise_std < 0:
+        raise ValueError(f"score noise std must be >= 0, got {noise_std}")
+    labels = np.asarray(labels, np.float64)
+    centred = labels - (spec.num_classes - 1) / 2
+    attributes = SCORE_ATTRIBUTE_STEP * ((2 * np.asarray(size) - 1) + (2 * np.asarray(rhythm) - 1))
+    return (centred + attributes + noise_std * rng.standard_normal(labels.shape)).astype(np.float32)
+
+
+def score_variance(spec: SynthSpec, noise_std: float) -> float:
+    """Var(s) of :func:`regression_target` over a split: ``(K^2 - 1) / 12`` (balanced classes) plus
+    ``2 * 0.25^2`` (two fair binary attributes) plus ``noise_std^2``, all independent."""
+    return (spec.num_classes**2 - 1) / 12 + 2 * SCORE_ATTRIBUTE_STEP**2 + noise_std**2
+
+
+def generate(spec: SynthSpec, labels: np.ndarray, rng: np.random.Generator, *,
+             score_noise_std: float | None = None) -> dict[str, np.ndarray]:
     """Generates one chunk of samples for the given labels.
 
     Args:
       spec: the benchmark spec.
       labels: int32[n] classes.
       rng: numpy Generator (consumed in a fixed order).
+      score_noise_std: if given, also the regression target ``score`` with this noise std
+        (:func:`regression_target`, drawn last: the other arrays do not change).
 
     Returns:
       dict of arrays with leading axis n: ``text`` int32[n, T], ``vision`` uint8[n, H, W, 3],
       ``audio`` int16[n, S], ``label`` int32[n], ``caption`` int32[n, L], ``quality`` float32[n, 3],
-      ``evidence`` int32[n, 3] (columns in ``MODALITIES`` order), ``colour``/``size``/``rhythm`` int32[n].
+      ``evidence`` int32[n, 3] (columns in ``MODALITIES`` order), ``colour``/``size``/``rhythm`` int32[n],
+      and ``score`` float32[n] with ``score_noise_std``.
     """
     labels = np.asarray(labels, np.int32)
     truth = draw_ground_truth(spec, labels, rng)
     col = {m: i for i, m in enumerate(MODALITIES)}
     ev, q = truth["evidence"], truth["quality"]
-    return {
+    chunk = {
         "text": make_text(spec, ev[:, col["text"]], q[:, col["text"]], rng),
         "vision": make_vision(spec, ev[:, col["vision"]], q[:, col["vision"]], truth["colour"], truth["size"], rng),
         "audio": make_audio(spec, ev[:, col["audio"]], q[:, col["audio"]], truth["rhythm"], rng),
@@ -283,10 +329,14 @@ def generate(spec: SynthSpec, labels: np.ndarray, rng: np.random.Generator) -> d
         "caption": make_caption(spec, labels, truth["colour"], truth["size"], truth["rhythm"]),
         **truth,
     }
+    if score_noise_std is not None:
+        chunk["score"] = regression_target(spec, labels, truth["size"], truth["rhythm"], score_noise_std, rng)
+    return chunk
 
 
 def generate_split(
-    spec: SynthSpec, *, num_examples: int, seed: int, split: str, chunk_size: int = 1024
+    spec: SynthSpec, *, num_examples: int, seed: int, split: str, chunk_size: int = 1024,
+    score_noise_std: float | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields the chunks of a split, in order (see the module docstring for determinism).
 
@@ -296,6 +346,7 @@ def generate_split(
       seed: dataset seed.
       split: one of ``SPLIT_IDS`` (train, validation, test).
       chunk_size: examples per chunk; the content depends on it (builders fix it).
+      score_noise_std: regression variant: also the ``score`` (see :func:`generate`).
 
     Yields:
       ``generate`` dicts of at most ``chunk_size`` examples.
@@ -306,4 +357,4 @@ def generate_split(
     labels = balanced_labels(num_examples, spec.num_classes, np.random.default_rng([seed, split_id]))
     for chunk, start in enumerate(range(0, num_examples, chunk_size)):
         rng = np.random.default_rng([seed, split_id, chunk + 1])
-        yield generate(spec, labels[start : start + chunk_size], rng)
+        yield generate(spec, labels[start : start + chunk_size], rng, score_noise_std=score_noise_std)

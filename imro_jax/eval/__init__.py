@@ -1,5 +1,14 @@
-"""Evaluation: classification metrics and robustness summaries (host-side numpy)."""
+"""Evaluation: classification and sentiment-regression metrics, robustness summaries (host-side numpy)."""
 
+from imro_jax.eval.affect import (
+    affect_report,
+    binary_accuracy,
+    binary_f1,
+    mean_absolute_error,
+    multiclass_accuracy,
+    pearson_corr,
+    weighted_f1,
+)
 from imro_jax.eval.metrics import (
     accuracy,
     auroc,
@@ -12,6 +21,13 @@ from imro_jax.eval.robustness import effective_robustness, relative_robustness
 
 __all__ = [
     "accuracy",
+    "affect_report",
+    "binary_accuracy",
+    "binary_f1",
+    "mean_absolute_error",
+    "multiclass_accuracy",
+    "pearson_corr",
+    "weighted_f1",
     "auroc",
     "classification_report",
     "confidence_auroc",

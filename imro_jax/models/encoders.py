@@ -10,7 +10,7 @@ how they embed:
   log-mel spectrogram computed on the device from the raw waveform (or precomputed); learned
   frequency-patch positions plus sinusoidal time positions, so any clip length works.
 * :class:`FeatureEncoder`: a feature vector (one token) or a feature sequence (one token per
-  step, sinusoidal positions).
+  step, sinusoidal positions; all-zero steps are padding).
 
 Dtypes: a floating input keeps its dtype (float32, or bfloat16 under
 ``train.compute_dtype="bfloat16"``), an integer one (e.g. uint8 pixels) becomes float32, and
@@ -178,8 +178,19 @@ class SpectrogramEncoder(nn.Module):
         return EncoderTrunk(self.trunk, name="trunk")(x, jnp.ones(x.shape[:2], bool), train=train)
 
 
+def feature_step_mask(features: jax.Array) -> jax.Array:
+    """Padding mask of a feature sequence ``[batch, T, D] -> bool [batch, T]``: a step is real
+    unless every one of its D features is exactly 0 (the zero-padded steps of the CMU-MOSI/MOSEI
+    releases, Tsai et al. 2019)."""
+    return jnp.any(features != 0, axis=-1)
+
+
 class FeatureEncoder(nn.Module):
-    """Feature vector ``[batch, D]`` (one token) or sequence ``[batch, T, D]`` -> tokens."""
+    """Feature vector ``[batch, D]`` (one token) or sequence ``[batch, T, D]`` -> tokens.
+
+    In the sequence form all-zero steps are padding (:func:`feature_step_mask`): no token attends
+    to them and the fusion does not see them.
+    """
 
     spec: FeatureSpec
     trunk: TrunkSpec
@@ -193,7 +204,8 @@ class FeatureEncoder(nn.Module):
         x = dense(self.trunk.dim, ("patch", "embed"), name="project")(features)
         if is_sequence:
             x = x + sinusoidal_positions(x.shape[1], self.trunk.dim, x.dtype)[None]
-        return EncoderTrunk(self.trunk, name="trunk")(x, jnp.ones(x.shape[:2], bool), train=train)
+        mask = feature_step_mask(features) if is_sequence else jnp.ones(x.shape[:2], bool)
+        return EncoderTrunk(self.trunk, name="trunk")(x, mask, train=train)
 
 
 _ENCODERS = {TextSpec: TextEncoder, VitSpec: ViTEncoder, SpectrogramSpec: SpectrogramEncoder,

@@ -5,8 +5,9 @@
     \\mathcal{L} = \\mathcal{L}_{task} + \\lambda_1 \\sum_m H(X_m) - \\lambda_2 \\sum_m I(X_m; Y)
         + w_{uni} \\sum_m \\mathrm{NLL}(y \\mid x_m) \\;[+\\ \\beta\\, \\mathrm{KL}]
 
-* ``L_task``: cross-entropy (classification), squared error (regression) or token
-  cross-entropy (generation) of the fused prediction over the valid samples. ``energy`` (QMF)
+* ``L_task``: cross-entropy (classification), squared or absolute error (regression,
+  ``loss.regression_loss``) or token cross-entropy (generation) of the fused prediction over the
+  valid samples. ``energy`` (QMF)
   adds the unimodal cross-entropies and the ranking loss; ``evidential`` (TMC) replaces it by
   the Dirichlet loss of every modality and of the combination, with the KL term annealed as
   ``min(1, step / evidential_annealing_steps)``.
@@ -22,8 +23,9 @@
   :mod:`imro_jax.models.reliability`).
 
 The ``loss`` config section: ``lambda1``, ``lambda2``, ``mi_bound``, ``unimodal_weight``,
-``evidential_annealing_steps`` (read only for ``fusion="evidential"``) and ``kl_weight`` (read
-only for the Gaussian entropy).
+``evidential_annealing_steps`` (read only for ``fusion="evidential"``), ``kl_weight`` (read
+only for the Gaussian entropy) and ``regression_loss`` (``"squared" | "l1"``, read only for
+``model.task="regression"``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from imro_jax.models.heads import caption_loss_mask
 from imro_jax.models.registry import get_fusion
 
 MI_BOUNDS = ("barber_agakov", "infonce")
+REGRESSION_LOSSES = ("squared", "l1")
 
 
 def _masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
@@ -78,12 +81,21 @@ def unimodal_nll(output, batch: dict) -> jax.Array:
     return -jnp.sum(bag[:, None, :] * jax.nn.log_softmax(unimodal, axis=-1), axis=-1)
 
 
-def task_loss_per_sample(output, batch: dict) -> jax.Array:
-    """The fused prediction's loss per sample, ``[batch]``."""
+def task_loss_per_sample(output, batch: dict, *, regression_loss: str = "squared") -> jax.Array:
+    """The fused prediction's loss per sample, ``[batch]``.
+
+    Regression: ``regression_loss="squared"``: ``(p - y)^2``; ``"l1"``: ``|p - y|`` (MulT's
+    ``L1Loss`` on CMU-MOSI/MOSEI sentiment, Tsai et al. 2019).
+    """
     if output.task == "classification":
         return optax.softmax_cross_entropy_with_integer_labels(output.logits, batch[LABEL])
     if output.task == "regression":
-        return (output.logits - batch[LABEL].astype(output.logits.dtype)) ** 2
+        error = output.logits - batch[LABEL].astype(output.logits.dtype)
+        if regression_loss == "squared":
+            return error**2
+        if regression_loss == "l1":
+            return jnp.abs(error)
+        raise ValueError(f"loss.regression_loss must be one of {REGRESSION_LOSSES}, got {regression_loss!r}")
     caption = batch[CAPTION]
     token_loss = optax.softmax_cross_entropy_with_integer_labels(output.logits, caption)
     weight = caption_loss_mask(caption).astype(token_loss.dtype)
@@ -140,7 +152,9 @@ def imro_loss(output, batch: dict, loss_config: Any, *, step: Any = None) -> tup
     use = output.present & valid[:, None]
     nll = unimodal_nll(output, batch)  # [B, M]
     unimodal_loss = jnp.mean(jnp.sum(jnp.where(use, nll, 0.0), axis=-1))
-    fused_loss = _masked_mean(task_loss_per_sample(output, batch), valid)
+    regression_loss = (_config_value(loss_config, "regression_loss", "for model.task='regression'")
+                       if output.task == "regression" else "squared")
+    fused_loss = _masked_mean(task_loss_per_sample(output, batch, regression_loss=regression_loss), valid)
     own_loss = get_fusion(output.fusion).task_loss  # the baselines' own terms (the registry)
     task_loss, metrics = (fused_loss, {}) if own_loss is None else own_loss(
         output, batch, loss_config, step, nll, use, fused_loss)

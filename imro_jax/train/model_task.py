@@ -4,8 +4,8 @@
     fit     the reliability statistics pass (`imro_jax.models.statistics`), surprisal H only
     loss    imro_loss(model.apply(params, batch, train=True), batch, config.loss, step=step)
     eval    per-example logits, labels and per-modality R, H, I (train=False), summarised over
-            the split by `imro_jax.eval.classification_report` (classification), MAE/MSE
-            (regression) or teacher-forced token accuracy / NLL / perplexity (generation),
+            the split by `imro_jax.eval.classification_report` (classification), MSE and
+            `imro_jax.eval.affect_report` (regression: MAE, Corr, Acc-2/F1, Acc-7, Acc-5) or teacher-forced token accuracy / NLL / perplexity (generation),
             plus mean R/H/I per modality over the samples where it is present.
     data    `imro_jax.data.make_pipeline` (the dataset is prepared first if it is missing).
 
@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from imro_jax.batch import CAPTION, LABEL, MASK
 from imro_jax.data import make_pipeline, prepare_dataset
-from imro_jax.eval import classification_report
+from imro_jax.eval import affect_report, classification_report
 from imro_jax.models import build_model, imro_loss, validate_batch
 from imro_jax.models.heads import caption_loss_mask
 from imro_jax.models.reliability import STATS
@@ -75,7 +75,8 @@ def summarize_outputs(
         modalities: the M modality names (sorted).
 
     Returns:
-        classification: accuracy, nll, ece, auroc; regression: mae, mse; generation:
+        classification: accuracy, nll, ece, auroc; regression: mse and the sentiment metrics of
+        `imro_jax.eval.affect_report` (mae, corr, acc2/f1 has-0 and non-0, acc7, acc5); generation:
         token_accuracy, token_nll, perplexity; and per modality
         `reliability/<m>`, `entropy/<m>`, `mi/<m>` averaged where the modality is present.
     """
@@ -88,7 +89,7 @@ def summarize_outputs(
         metrics = classification_report(logits, label)
     else:
         error = logits.astype(np.float64) - label.astype(np.float64)
-        metrics = {"mae": float(np.mean(np.abs(error))), "mse": float(np.mean(error**2))}
+        metrics = {**affect_report(logits, label), "mse": float(np.mean(error**2))}
     present = outputs["present"]
     for name in PER_MODALITY:
         for m, modality in enumerate(modalities):

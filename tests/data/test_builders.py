@@ -45,8 +45,8 @@ def test_imro_synth_small_splits_and_balance(synth_config):
     assert builder.info.metadata["spec"]["num_classes"] == 4
 
 
-def _tiny_builder(data_dir, seed=0):
-    config = imro_synth.ImroSynthConfig(
+def _tiny_config(seed=0):
+    return imro_synth.ImroSynthConfig(
         name=f"tiny_seed{seed}",
         spec=synth.SynthSpec(audio_samples=800),
         num_train=40,
@@ -55,6 +55,10 @@ def _tiny_builder(data_dir, seed=0):
         seed=seed,
         chunk_size=16,
     )
+
+
+def _tiny_builder(data_dir, seed=0):
+    config = _tiny_config(seed)
     builder = imro_synth.ImroSynth(config=config, data_dir=str(data_dir))
     download_and_prepare(builder)
     return builder
@@ -83,6 +87,25 @@ def test_imro_synth_two_builds_identical(tmp_path):
         for x, y in zip(a, b):
             np.testing.assert_equal(x, y)
     assert not np.array_equal(_read_split(first, "train")[0]["vision"], _read_split(other, "train")[0]["vision"])
+
+
+def test_imro_synth_regression_config_gives_score_labels_and_keeps_quality(tmp_path):
+    config = imro_synth.ImroSynthConfig(name="tiny_regression", spec=synth.SynthSpec(audio_samples=800), num_train=16,
+                                        num_validation=8, num_test=8, chunk_size=16, score_noise_std=0.2)
+    builder = imro_synth.ImroSynth(config=config, data_dir=str(tmp_path))
+    download_and_prepare(builder)
+    stored = _read_split(builder, "train")
+    element = imro_synth.to_batch_element(stored[0])
+    assert element["label"].dtype == np.float32 and element["label"] == stored[0]["score"]
+    assert set(element["quality"]) == set(synth.MODALITIES)
+    # The stored score is the generator's (the same seeded chunk regenerated here).
+    chunk = next(synth.generate_split(config.spec, num_examples=16, seed=0, split="train", chunk_size=16,
+                                      score_noise_std=0.2))
+    np.testing.assert_array_equal(np.sort([ex["score"] for ex in stored]), np.sort(chunk["score"]))
+    assert imro_synth.num_outputs(config) == 1 and imro_synth.num_outputs(_tiny_config()) == 4
+    names = {c.name: c.score_noise_std for c in imro_synth.ImroSynth.BUILDER_CONFIGS}
+    assert names["small_regression"] == names["default_regression"] == imro_synth.SCORE_NOISE_STD
+    assert names["small"] is None
 
 
 # ---- handwritten ----

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 from imro_jax.data import datasets, synth
-from imro_jax.data.builders import handwritten, imro_synth
+from imro_jax.data.builders import cmu_affect, handwritten, imro_synth
+from imro_jax.models import parse_model_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
@@ -18,12 +19,35 @@ def _load(name):
     return module
 
 
-@pytest.mark.parametrize("name", ["trimodal", "handwritten"])
+@pytest.mark.parametrize("name", ["trimodal", "handwritten", "cmu_mosei", "cmu_mosi", "cmu_mosei_class7",
+                                  "synth_regression"])
 def test_data_section_matches_schema(name):
     config = _load(name).get_config()
     datasets.validate_data_config(config.data)
     assert set(config.data.keys()) == set(datasets.default_data_config(config.data.name).keys())
-    assert config.data.num_classes == config.model.num_classes
+    assert config.data.num_classes == (config.model.num_classes if config.model.task == "classification" else 1)
+    assert parse_model_config(config.model).task == config.model.task  # the model section parses too
+
+
+@pytest.mark.parametrize("name,builder", [("cmu_mosei", cmu_affect.CmuMosei), ("cmu_mosi", cmu_affect.CmuMosi)])
+def test_affect_configs_match_the_builders(name, builder):
+    config = _load(name).get_config()
+    assert config.data.name == builder.name and config.data.label == "score"
+    assert {m: v["input_dim"] for m, v in config.model.modalities.items()} == builder.DIMS
+    assert config.model.task == "regression" and config.loss.regression_loss == "l1"
+    seven = _load("cmu_mosei_class7").seven_class(config)
+    assert (seven.data.label, seven.data.num_classes, seven.model.num_classes) == ("class7", 7, 7)
+    assert seven.model.task == "classification" and "label_variance" not in seven.model
+    assert config.model.task == "regression"  # seven_class copies
+
+
+def test_synth_regression_config_matches_its_builder_config():
+    config = _load("synth_regression").get_config()
+    builder_configs = {c.name: c for c in imro_synth.ImroSynth.BUILDER_CONFIGS}
+    chosen = builder_configs[config.data.builder_config]
+    assert chosen.score_noise_std is not None and imro_synth.num_outputs(chosen) == config.data.num_classes == 1
+    # Var(Y) by hand for K = 4 and noise 0.2: (16 - 1) / 12 + 2 * 0.25^2 + 0.2^2.
+    assert config.model.label_variance == pytest.approx(1.25 + 0.125 + 0.04)
 
 
 def test_trimodal_model_sizes_match_imro_synth():

@@ -121,3 +121,35 @@ def test_spec_validation():
         synth.SynthSpec(vocab_size=64)
     with pytest.raises(ValueError, match="num_classes"):
         synth.SynthSpec(num_classes=1)
+
+
+# ---- regression variant ----
+
+
+def test_regression_target_is_class_plus_attributes_plus_known_noise():
+    n, noise = 20_000, 0.2
+    rng = np.random.default_rng(5)
+    labels = synth.balanced_labels(n, SPEC.num_classes, rng)
+    size, rhythm = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    score = synth.regression_target(SPEC, labels, size, rhythm, noise, np.random.default_rng(6))
+    # Hand formula for K = 4: classes at -1.5, -0.5, 0.5, 1.5; each attribute +-0.25.
+    expected = np.array([-1.5, -0.5, 0.5, 1.5])[labels] + 0.25 * (2 * size - 1) + 0.25 * (2 * rhythm - 1)
+    residual = score.astype(np.float64) - expected
+    # The residual is N(0, 0.2^2): Kolmogorov-Smirnov against scipy, and the known variance.
+    assert stats.kstest(residual, stats.norm(0, noise).cdf).pvalue > 1e-3
+    assert synth.score_variance(SPEC, noise) == pytest.approx(1.25 + 2 * 0.0625 + 0.04)
+    assert np.var(score) == pytest.approx(synth.score_variance(SPEC, noise), rel=0.03)
+    with pytest.raises(ValueError, match="noise std must be >= 0"):
+        synth.regression_target(SPEC, labels, size, rhythm, -1.0, rng)
+
+
+def test_regression_chunk_equals_classification_chunk_plus_score():
+    labels = synth.balanced_labels(16, SPEC.num_classes, np.random.default_rng(0))
+    plain = synth.generate(SPEC, labels, np.random.default_rng(1))
+    with_score = synth.generate(SPEC, labels, np.random.default_rng(1), score_noise_std=0.0)
+    assert set(with_score) == set(plain) | {"score"}
+    for key, value in plain.items():
+        np.testing.assert_array_equal(with_score[key], value, err_msg=key)
+    # Without noise the score is exactly the class and attribute terms of this chunk.
+    expected = (labels - 1.5) + 0.25 * (2 * plain["size"] - 1) + 0.25 * (2 * plain["rhythm"] - 1)
+    np.testing.assert_allclose(with_score["score"], expected, rtol=1e-6)

@@ -75,3 +75,34 @@ def test_evidential_loss_anneals_with_step():
     assert late > early  # the KL term is non-negative and now switched on
     with pytest.raises(ValueError, match="needs batch\\['label'\\]"):
         imro_loss(out, {}, cfg)
+
+
+def regression_output(seed=1):
+    """The classification fabrication turned into a regression output: [B] predictions,
+    [B, M, 2] unimodal (mean, log-variance), float labels."""
+    out, _ = fabricated_output(seed=seed)
+    rng = np.random.default_rng(seed)
+    f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+    out = out.replace(logits=f(B), unimodal_logits=f(B, M, 2), task="regression",
+                      label_entropy=0.5 * math.log(2 * math.pi * math.e))
+    return out, {"label": f(B)}
+
+
+@pytest.mark.parametrize("kind,per_sample", [("l1", np.abs), ("squared", np.square)])
+def test_regression_task_loss_is_l1_or_squared_error(kind, per_sample):
+    out, batch = regression_output()
+    _, metrics = imro_loss(out, batch, loss_config(regression_loss=kind))
+    error = np.asarray(out.logits, np.float64) - np.asarray(batch["label"], np.float64)
+    valid = np.asarray(out.valid)
+    np.testing.assert_allclose(metrics["task_loss"], per_sample(error)[valid].mean(), rtol=1e-5)
+
+
+def test_regression_loss_key_is_required_and_checked():
+    out, batch = regression_output()
+    missing = loss_config()
+    del missing["regression_loss"]
+    with pytest.raises(ValueError, match=r"loss.regression_loss is required for model.task='regression'"):
+        imro_loss(out, batch, missing)
+    with pytest.raises(ValueError, match=r"loss.regression_loss must be one of \('squared', 'l1'\), got 'huber'"):
+        imro_loss(out, batch, loss_config(regression_loss="huber"))
+    imro_loss(fabricated_output()[0], fabricated_output()[1], missing)  # classification does not read it

@@ -154,6 +154,36 @@ def test_text_padding_cannot_change_outputs():
     np.testing.assert_array_equal(long_out.mask[1], [1, 1, 0, 0, 0, 0, 0])
 
 
+def test_feature_sequence_zero_steps_are_padding():
+    """MulT's front-padded all-zero steps: the pooled output equals the trunk run on the real
+    steps alone (same positions), so the padding is invisible; a zero step mid-sequence counts too."""
+    from imro_jax.models.encoders import EncoderTrunk, FeatureEncoder, TrunkSpec
+    from imro_jax.models.layers import sinusoidal_positions
+    from imro_jax.models.spec import FeatureSpec
+
+    trunk = TrunkSpec(16, 2, 32, 1, 0.0)
+    encoder = FeatureEncoder(FeatureSpec(input_dim=4), trunk)
+    features = np.random.default_rng(0).normal(size=(2, 6, 4)).astype(np.float32)
+    features[0, :3] = 0.0  # front padding
+    features[1, 2] = 0.0  # an all-zero step inside the sequence
+    real = [np.arange(3, 6), np.array([0, 1, 3, 4, 5])]
+
+    @jax.jit
+    def masked_and_reference(features):
+        params = nn.meta.unbox(encoder.init(key(0), features, train=False))["params"]
+        out = encoder.apply({"params": params}, features, train=False)
+        project = params["project"]
+        x = features @ project["kernel"] + project["bias"] + sinusoidal_positions(6, 16)[None]
+        refs = [EncoderTrunk(trunk).apply({"params": params["trunk"]}, x[b, idx][None],
+                                          jnp.ones((1, len(idx)), bool), train=False).pooled[0]
+                for b, idx in enumerate(real)]
+        return out, jnp.stack(refs)
+
+    out, reference = masked_and_reference(features)
+    np.testing.assert_array_equal(out.mask, [[1, 0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 1, 1, 1]])
+    np.testing.assert_allclose(out.pooled, reference, rtol=1e-5, atol=1e-6)
+
+
 # ---- every fusion: shapes and a few training steps that reduce the loss ----
 
 # Every fusion once; the estimator's entropy choices and the InfoNCE bound ride along.
@@ -230,6 +260,29 @@ def test_regression_head_with_sequence_features_and_precomputed_spectrogram():
     assert out.logits.shape == (8,) and out.unimodal_logits.shape == (8, 3, 2)
     assert out.pooled.shape == (8, 3, 16)
     assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("fusion", ["uniform", "concat", "late"])
+def test_every_regression_fusion_on_front_padded_sequences(fusion):
+    """The affect setting: feature sequences with all-zero front padding, L1 regression; the
+    fusions other than imro (tested above) give finite losses and gradients."""
+    modalities = {"text": dict(encoder="feature", input_dim=6), "vision": dict(encoder="feature", input_dim=5)}
+    cfg = tiny_config(fusion, task="regression", modalities=modalities)
+    model = build_model(cfg)
+    batch = make_batch(cfg, sequence_lengths={"text": 7, "vision": 7})
+    for name in modalities:
+        batch[name][:, :3] = 0.0  # MulT's front padding
+
+    @jax.jit
+    def loss_and_grad(b):
+        def f(p):
+            out = model.apply(p, b, train=False)
+            return imro_loss(out, b, loss_config(regression_loss="l1"))[0], out
+        return jax.value_and_grad(f, has_aux=True)(nn.meta.unbox(model.init({"params": key(0)}, b, train=False)))
+
+    (loss, out), grads = loss_and_grad(batch)
+    assert out.logits.shape == (8,) and np.isfinite(loss)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
 def test_generation_teacher_forcing_and_greedy_decoding():

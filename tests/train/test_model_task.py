@@ -118,3 +118,24 @@ def test_nan_labels_and_nan_modalities_under_jit_are_counted_invalid():
     spec = parse_model_config(config)
     assert set(fatal_invalid(spec)) == {*spec.modality_names, "label"}  # nonfinite="error"
     assert fatal_invalid(parse_model_config(tiny_config(nonfinite="as_missing"))) == ("label",)
+
+
+def test_regression_summary_reports_the_sentiment_metrics():
+    from scipy import stats
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(2)
+    label = np.round(rng.uniform(-3, 3, 40) * 3).astype(np.float32) / 3
+    label[:5] = 0.0
+    outputs = {"logits": (label + rng.normal(0, 0.7, 40)).astype(np.float32), "label": label,
+               "present": np.ones((40, M), bool),
+               **{k: rng.uniform(size=(40, M)).astype(np.float32) for k in ("reliability", "entropy", "mi")}}
+    metrics = summarize_outputs(outputs, ("a", "b"))
+    p, y = outputs["logits"].astype(np.float64), label.astype(np.float64)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(p - y)))
+    assert metrics["mse"] == pytest.approx(np.mean((p - y) ** 2))
+    assert metrics["corr"] == pytest.approx(stats.pearsonr(p, y).statistic)
+    keep = y != 0
+    assert metrics["acc2_non0"] == pytest.approx(accuracy_score(y[keep] > 0, p[keep] > 0))
+    assert metrics["f1_has0"] == pytest.approx(f1_score(y >= 0, p >= 0, average="weighted"))
+    assert {"acc7", "acc5", "f1_non0", "acc2_has0", "reliability/a"} <= set(metrics)
