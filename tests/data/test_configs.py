@@ -8,7 +8,7 @@ import pytest
 from imro_jax.data import datasets, synth
 from imro_jax.data.builders import handwritten, imro_synth
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "imro_jax" / "configs"  # shipped configs
 
 
 def _load(name):
