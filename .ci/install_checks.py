@@ -1,4 +1,4 @@
-"""Install checks that need fresh virtual environments (run by .ci/run after the test suite).
+"""Install checks that need fresh virtual environments (run by .ci/run before the test suite).
 
 1. The wheel: built from the checkout, it ships the configs (`imro_jax/configs/*.py`).
 2. Colab: a venv holds only an older jax / jaxlib / numpy than the tested set (a Colab-like
@@ -10,7 +10,7 @@
    `imro_synth/small` and runs `imro train --config trimodal` for 3 steps, then a smoke subset
    of the tests.
 
-    python .ci/install_checks.py [--keep DIR]
+    python3 .ci/install_checks.py [--keep DIR]
 
 Exits non-zero with the failing check's message. Needs PyPI (pip's cache makes reruns fast).
 """
