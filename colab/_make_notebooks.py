@@ -18,6 +18,9 @@ def badge(name: str) -> str:
             f"(https://colab.research.google.com/github/imro-jax/imro-jax/blob/main/colab/{name})")
 
 
+# `pip freeze` lines the install cell turns into pip constraints: the runtime's accelerator stack.
+RUNTIME_PATTERN = r"(jax|jaxlib|jax[-_]cuda\d+[-_][\w-]+|libtpu[\w-]*|numpy)=="
+
 INSTALL = f'''# Install imro-jax. In Colab: clone once, then pip install without touching the runtime's jax,
 # jaxlib, jax-cuda*/libtpu or numpy (pinned from `pip freeze`); safe to rerun after "Restart session".
 # Elsewhere it assumes `pip install -e .` was run in the checkout.
@@ -28,7 +31,7 @@ if "google.colab" in sys.modules:
         subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}", repo], check=True)
     if importlib.util.find_spec("imro_jax") is None:
         freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
-        runtime = [l for l in freeze.stdout.splitlines() if re.match(r"(jax|jaxlib|jax[-_]cuda\\d+[-_][\\w-]+|libtpu[\\w-]*|numpy)==", l, re.I)]
+        runtime = [l for l in freeze.stdout.splitlines() if re.match(r"{RUNTIME_PATTERN}", l, re.I)]
         with open("/tmp/imro_runtime_constraints.txt", "w") as f:
             f.write("\\n".join(runtime) + "\\n")
         pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo, "-c", "/tmp/imro_runtime_constraints.txt"],
