@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 100  # evaluate eval_split every N steps (0: never)
     config.train.eval_split = "validation"
     config.train.compute_dtype = "float32"  # float32 | bfloat16 (params/opt state stay f32)
-    config.train.prefetch = 2  # global batches kept ready on device
+    config.train.prefetch = 2  # batches read ahead on a background thread (grain)
     # Besides metrics.jsonl: "tensorboard" (workdir/tensorboard, no TensorFlow), "wandb" (if
     # installed; project from $WANDB_PROJECT). E.g. --config.train.writers="('tensorboard','wandb')"
     config.train.writers = ("tensorboard",)
