@@ -28,8 +28,9 @@ import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUNTIME = ["jax==0.7.1", "jaxlib==0.7.1", "numpy==1.26.4"]  # older than requirements.txt's set
-SMOKE_TESTS = [  # the floors of optax, orbax, grain, tfds, flax, tensorboardX in use
-    "tests/train/test_optim.py", "tests/train/test_checkpoint.py", "tests/data/test_pipeline.py",
+SMOKE_TESTS = [  # the floors of jax (set_mesh), optax, orbax, grain, tfds, flax, tensorboardX in use
+    "tests/train/test_optim.py", "tests/train/test_step.py", "tests/train/test_checkpoint.py",
+    "tests/data/test_pipeline.py",
     "tests/train/test_writers.py", "tests/train/test_profiling.py",
 ]
 SMOKE_DESELECT = [
