@@ -205,9 +205,10 @@ def train(config: ml_collections.ConfigDict, workdir, task: Task) -> dict[str, f
         mesh=run.mesh,
         rules=run.rules,
     )
-    train_step = profiling.ProfiledStep(train_step, config.train.profile_steps, first_step=start + 1,
-                                  num_steps=config.train.num_steps,
-                                  log_dir=run.workdir / "profile", message=progress.message)
+    train_step = profiling.ProfiledStep(
+        train_step, config.train.profile_steps, first_step=start + 1,
+        num_steps=config.train.num_steps, log_dir=run.workdir / "profile", message=progress.message,
+    )
     step_fn = reporting.announce_compilation(train_step, progress)
     eval_step = run.eval_step() if config.train.eval_every else None
     prefetcher = input_lib.Prefetcher(

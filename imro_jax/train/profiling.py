@@ -13,21 +13,23 @@ from collections.abc import Callable, Sequence
 import jax
 from etils import epath
 
+from imro_jax.train.config import ConfigError
+
 
 def check_profile_steps(profile_steps: Sequence[int], num_steps: int) -> tuple[int, int] | None:
     """`(first, last)` from `train.profile_steps`, or None for `()`.
 
     Raises:
-        ValueError: not `()` nor two steps `1 <= first <= last <= num_steps`.
+        ConfigError: not `()` nor two steps `1 <= first <= last <= num_steps`.
     """
     steps = tuple(profile_steps)
     if not steps:
         return None
     if len(steps) != 2 or not all(isinstance(s, int) for s in steps):
-        raise ValueError(f"train.profile_steps must be () or (first, last), got {steps}")
+        raise ConfigError(f"train.profile_steps must be () or (first, last), got {steps}")
     first, last = steps
     if not 1 <= first <= last <= num_steps:
-        raise ValueError(
+        raise ConfigError(
             f"train.profile_steps {steps} must satisfy 1 <= first <= last <= train.num_steps "
             f"({num_steps})"
         )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from etils import epath
 
+from imro_jax.train.config import ConfigError
 from imro_jax.train.reporting import is_primary as _is_primary
 
 EXTRA_WRITERS = ("tensorboard", "wandb")  # the names `config.train.writers` may hold
@@ -158,11 +159,11 @@ class Writers:
 
 
 def check_writer_names(names: Iterable[str]) -> tuple[str, ...]:
-    """Returns `names` as a tuple; raises `ValueError` naming any that is not a known writer."""
+    """Returns `names` as a tuple; raises `ConfigError` naming any that is not a known writer."""
     names = tuple(names)
     unknown = [n for n in names if n not in EXTRA_WRITERS]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"train.writers: unknown writer(s) {unknown}; known: {list(EXTRA_WRITERS)} "
             f"(metrics.jsonl is always written)"
         )

@@ -11,6 +11,7 @@ from test_writers import read_events
 from toy import toy_config, toy_task
 
 from imro_jax.train import loop, profiling
+from imro_jax.train.config import ConfigError
 
 
 def _traced_steps(log_dir) -> list[int]:
@@ -42,7 +43,7 @@ def test_only_the_chosen_steps_are_traced(tmp_path):
     ((2, 9), r"<= train.num_steps \(5\)"),
 ])
 def test_bad_profile_steps_are_errors(steps, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         profiling.check_profile_steps(steps, num_steps=5)
 
 

@@ -11,6 +11,7 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from imro_jax.train import writers
+from imro_jax.train.config import ConfigError
 
 
 class FakeClock:
@@ -180,6 +181,6 @@ def test_wandb_writer_logs_the_numeric_entries_at_their_step(tmp_path, monkeypat
 
 
 def test_an_unknown_writer_is_an_error_that_names_the_known_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown writer\(s\) \['tensorbord'\]; known: "
+    with pytest.raises(ConfigError, match=r"unknown writer\(s\) \['tensorbord'\]; known: "
                                          r"\['tensorboard', 'wandb'\]"):
         writers.make_writers(("tensorbord",), tmp_path, resume_step=0)
