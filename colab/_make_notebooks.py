@@ -150,11 +150,11 @@ print(f"workdir {WORKDIR.resolve()}, {STEPS} steps, {jax.device_count()} device(
 ''',
     "md:## 2. The config: the shipped `trimodal` config (`imro_jax/configs/trimodal.py`) with command-line style overrides",
     '''
-from imro_jax import configs
+from imro_jax.configs import path as shipped_config
 from imro_jax.train import load_config
 
 def make_config(fusion):
-    return load_config(configs.path("trimodal"), [
+    return load_config(shipped_config("trimodal"), [
         "data.builder_config=small", f"data.data_dir={WORKDIR / 'tfds'}", f"model.fusion={fusion}",
         f"train.num_steps={STEPS}", f"train.log_every={max(1, STEPS // 10)}", "train.eval_every=0",
         "checkpoint.best_metric=", f"optimizer.warmup_steps={max(1, min(20, STEPS // 8))}",
