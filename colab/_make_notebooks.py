@@ -187,15 +187,16 @@ for fusion in FUSIONS:
     final = loop.train(configs[fusion], run_dirs[fusion], model_task(configs[fusion]))
     print(fusion, "at the last step:", {k: round(final[k], 3) for k in ("loss", "task_loss", "accuracy") if k in final})
 ''',
-    "md:## 5. Read the trained parameters back from the checkpoints the trainer wrote",
+    "md:## 5. Read the trained parameters (and fitted reliability statistics) back from the checkpoints",
     '''
 from imro_jax.eval import sweep as sw
 from imro_jax.models import build_model
 
-params = {f: loop.restore_params(configs[f], run_dirs[f], model_task(configs[f])) for f in FUSIONS}
+# params + the fitted reliability statistics (model state the trainer saved with the checkpoint)
+variables = {f: loop.restore_variables(configs[f], run_dirs[f], model_task(configs[f])) for f in FUSIONS}
 models = {f: build_model(configs[f].model) for f in FUSIONS}
-predictors = {f: sw.model_predictor(models[f], {"params": params[f]}, chunk_size=128) for f in FUSIONS}
-print({f: sum(x.size for x in jax.tree.leaves(p)) for f, p in params.items()}, "parameters")
+predictors = {f: sw.model_predictor(models[f], variables[f], chunk_size=128) for f in FUSIONS}
+print({f: sum(x.size for x in jax.tree.leaves(v["params"])) for f, v in variables.items()}, "parameters")
 ''',
     "md:## 6. Robustness table: test accuracy (%) clean, with one modality noisy, and with one missing",
     '''
@@ -233,10 +234,10 @@ display(Image(filename=str(png)))
     '''
 fusion = "imro"
 config = make_config(fusion)
-reloaded = loop.restore_params(config, run_dirs[fusion], model_task(config), step=STEPS)
+reloaded = loop.restore_variables(config, run_dirs[fusion], model_task(config), step=STEPS)
 model = build_model(config.model)
 forward = jax.jit(lambda variables, inputs: model.apply(variables, inputs, train=False).logits)
-logits = forward({"params": reloaded}, sw.model_inputs(test))
+logits = forward(reloaded, sw.model_inputs(test))
 np.testing.assert_allclose(np.asarray(logits), predictors[fusion](test)["logits"], rtol=1e-4, atol=1e-5)
 print(f"checkpoint step {STEPS} of {run_dirs[fusion]} reloaded: its {logits.shape[0]} test logits match")
 ''',
