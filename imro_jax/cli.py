@@ -1,8 +1,10 @@
 """The `imro` command line.
 
-    imro train --config experiments/configs/trimodal.py --workdir runs/tri [--config.key=value ...]
+    imro train --config trimodal --workdir runs/tri [--config.key=value ...]
     imro train ... --start_over                  (archive the run in --workdir, train from scratch)
     imro eval  --workdir runs/tri [--split test] [--step N] [--config.key=value ...]
+
+`--config` is a shipped config's name (`imro_jax.configs`) or the path of a config file.
 
 `train` starts a run or resumes the one in `--workdir` from its newest good checkpoint (with
 the same config: `imro_jax.train.workdir`); `--start_over` archives a run there first. `eval`
@@ -21,22 +23,33 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from imro_jax import configs
 from imro_jax.train import validate, workdir
 from imro_jax.train.config import ConfigError, apply_override, load_config, parse_override
+
+OVERRIDES_HELP = """config overrides (repeatable, after the other arguments or among them):
+  --config.section.key=value   set any key of the config, parsed to the key's type, e.g.
+                               --config.data.builder_config=small --config.train.num_steps=50
+                               --config.optimizer.learning_rate=3e-4 --config.mesh.model=2
+  an unknown key or a value of the wrong type is a one-line error (exit status 2); the keys
+  and their meaning are in the config file (imro_jax/configs/trimodal.py documents every one)"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imro",
         description="Train and evaluate IMRO models.",
-        epilog="Override any config key with --config.section.key=value (repeatable).",
+        epilog=OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("train", "train or resume a run"), ("eval", "evaluate a checkpoint")):
-        sub = commands.add_parser(name, help=help_text, allow_abbrev=False)
+        sub = commands.add_parser(name, help=help_text, epilog=OVERRIDES_HELP, allow_abbrev=False,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--config", required=name == "train",
-                         help="config file with get_config() (eval: default the run's config.json)")
+                         help=f"a shipped config ({', '.join(configs.names())}) or a config file"
+                              + (" (default: the run's config.json)" if name == "eval" else ""))
         sub.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
         if name == "train":
             sub.add_argument("--start_over", action="store_true",
@@ -59,7 +72,7 @@ def _eval_config(args, overrides: list[str]):
     if saved is None:
         if args.config is None:
             raise ConfigError(f"{args.workdir} has no config.json; pass --config")
-        return load_config(args.config, overrides)
+        return load_config(configs.path(args.config), overrides)
     if args.config is not None:
         print(f"imro: using the run's {args.workdir}/config.json (overrides on top); "
               f"--config {args.config} is not read", file=sys.stderr)
@@ -75,7 +88,7 @@ def run(argv: list[str]) -> dict:
     args_list, overrides = _split_overrides(argv)
     args = _parser().parse_args(args_list)
     if args.command == "train":
-        config = load_config(args.config, overrides)
+        config = load_config(configs.path(args.config), overrides)
     else:
         config = _eval_config(args, overrides)
     validate.validate_train_config(config)

@@ -1,18 +1,16 @@
-"""Per-process numpy batches -> global device arrays, prefetched on a background thread.
+"""Per-process numpy batches -> global device arrays, read ahead on a background thread.
 
 Each process reads `batch_size // process_count` examples; `jax.make_array_from_process_local_data`
-stitches them into one global array `[batch, ...]` sharded over the "data" mesh axis. The
-prefetcher records the data iterator's state right after each batch it pulls, so a checkpoint
-written after step `t` stores exactly the state that yields batch `t + 1` on resume, however far
-ahead the prefetcher has read.
+stitches them into one global array `[batch, ...]` sharded over the "data" mesh axis. The read-ahead
+is grain's `ThreadPrefetchDatasetIterator`, which keeps the data iterator's state right after each
+batch it pulls, so a checkpoint written after step `t` stores exactly the state that yields batch
+`t + 1` on resume, however far ahead the thread has read.
 """
 
-import copy
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -65,53 +63,23 @@ class Prefetcher:
     """Iterates `(global_batch, data_state_after_batch)` with `depth` batches read ahead.
 
     Args:
-        iterator: a per-process batch iterator with `get_state()` (grain iterators qualify).
+        iterator: a per-process batch iterator with `get_state()` / `set_state()` (grain
+            iterators qualify).
         sharding: batch sharding for `to_global_batch`.
-        depth: batches kept ready on device.
+        depth: host batches read ahead by the background thread (at least 1).
     """
 
-    _DONE = object()
-
     def __init__(self, iterator: Iterator[dict], sharding: NamedSharding, depth: int):
-        self._iterator = iterator
+        self._batches = grain.experimental.ThreadPrefetchDatasetIterator(iterator, max(int(depth), 1))
         self._sharding = sharding
-        self._queue: queue.Queue = queue.Queue(maxsize=max(int(depth), 1))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="imro-prefetch", daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _fill(self) -> None:
-        try:
-            for local_batch in self._iterator:
-                state = copy.deepcopy(self._iterator.get_state())
-                if not self._put((to_global_batch(local_batch, self._sharding), state)):
-                    return
-            self._put(self._DONE)
-        except BaseException as error:  # surfaced to the consumer in __next__
-            self._put(error)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> tuple[dict, Any]:
-        item = self._queue.get()
-        if item is self._DONE:
-            self._queue.put(item)
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        local_batch = next(self._batches)  # errors of the reading thread are raised here
+        return to_global_batch(local_batch, self._sharding), self._batches.get_state()
 
     def close(self) -> None:
-        """Stops the background thread (pending batches are dropped)."""
-        self._stop.set()
-        self._thread.join(timeout=10)
+        """Stops the background thread (batches read ahead are dropped)."""
+        self._batches.close()

@@ -28,7 +28,7 @@ from imro_jax.train import checkpoint as checkpoint_lib
 from imro_jax.train import guard as guard_lib
 from imro_jax.train import input as input_lib
 from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import optim, partitioning, precision, preemption, reporting, validate
+from imro_jax.train import optim, partitioning, precision, preemption, profiling, reporting, validate, writers
 from imro_jax.train import workdir as workdir_lib
 from imro_jax.train import state as state_lib
 from imro_jax.train import step as step_lib
@@ -189,7 +189,7 @@ class _Throughput:
 
 def _log_train(writer, progress, step: int, metrics: dict, steps_per_s: float,
                batch_size: int) -> dict[str, float]:
-    """Fetches the step's metrics and writes them (metrics.jsonl + progress)."""
+    """Fetches the step's metrics and writes them (metrics writers + progress)."""
     host = {k: float(v) for k, v in jax.device_get(metrics).items()}
     writer.write(dict(host, step=step, steps_per_s=steps_per_s,
                       examples_per_s=steps_per_s * batch_size))
@@ -266,8 +266,9 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
     data = task.train_data(config.seed, jax.process_index(), jax.process_count())
     state, start = _restore_or_init(run, data, holds_run)
     reporting.save_config(config, run.workdir)
-    writer = reporting.MetricsWriter(run.workdir / "metrics.jsonl", resume_step=start)
     progress = reporting.Progress(config.train.num_steps, start)
+    writer = writers.make_writers(config.train.writers, run.workdir, resume_step=start,
+                                  config=config.to_dict(), message=progress.message)
     if start:
         progress.message(f"resumed from checkpoint step {start} in {run.checkpointer.directory}")
     dtype = precision.compute_dtype(config.train.compute_dtype)
@@ -280,6 +281,11 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
         mesh=run.mesh,
         rules=run.rules,
     )
+    train_step = profiling.ProfiledStep(
+        train_step, config.train.profile_steps, first_step=start + 1,
+        num_steps=config.train.num_steps, log_dir=run.workdir / "profile", message=progress.message,
+    )
+    step_fn = reporting.announce_compilation(train_step, progress)
     eval_step = run.eval_step() if config.train.eval_every else None
     prefetcher = input_lib.Prefetcher(
         data, partitioning.batch_sharding(run.mesh), config.train.prefetch
@@ -294,7 +300,7 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
                 batch, data_state = next(prefetcher)
             except StopIteration:
                 raise RuntimeError(f"training data ended before step {step}") from None
-            state, metrics = train_step(state, batch)
+            state, metrics = step_fn(state, batch)
             monitor.add(step, metrics)
             is_last = step == config.train.num_steps
             preempted = watch.reached(step)
@@ -317,10 +323,13 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
             if step % config.checkpoint.every_steps == 0 or is_last or eval_metrics or preempted:
                 monitor.check()
                 run.checkpointer.save(step, state, data_state, metrics=eval_metrics)
+                writer.flush()
             if preempted and not is_last:
                 run.checkpointer.wait()
                 raise preemption.Preempted(step, watch.signum)
     finally:
+        train_step.stop()
+        writer.close()
         prefetcher.close()
         run.checkpointer.close()
         progress.close()

@@ -1,13 +1,15 @@
-"""What a run reports: `metrics.jsonl`, the resolved config, and progress on the terminal.
+"""What a run reports on screen (progress, the compiling line) and its resolved config.
 
-Only process 0 writes. On an interactive terminal progress is a tqdm bar (step, loss, steps/s,
-ETA); otherwise (logs, CI, batch jobs) it is one plain line per logging step.
+Only process 0 writes. On a terminal and in a notebook progress is a tqdm bar (step, loss,
+steps/s, ETA); otherwise (logs, CI, batch jobs, a zero-width terminal) it is one plain line per
+logging step. Metrics files are written by `imro_jax.train.writers`.
 """
 
-import json
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -25,33 +27,6 @@ def save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-class MetricsWriter:
-    """Appends one JSON object per line to `path`.
-
-    Args:
-        path: the `metrics.jsonl` file.
-        resume_step: records with `step > resume_step` are dropped first, so a resumed run does
-            not leave the lines of steps it re-runs after its last checkpoint.
-    """
-
-    def __init__(self, path: epath.Path, *, resume_step: int):
-        self.path = path
-        if not is_primary() or not path.exists():
-            return
-        kept = [
-            line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= resume_step
-        ]
-        path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        """Appends `record` (must contain "step"); values are converted to floats/ints."""
-        if not is_primary():
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def format_duration(seconds: float) -> str:
     """`75.2 -> "1m15s"`, `3700 -> "1h01m"`."""
     if not math.isfinite(seconds):
@@ -64,34 +39,89 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def display_mode(stream=None) -> str:
+    """How progress can be shown on `stream` (default stderr).
+
+    Returns:
+        `"notebook"` inside a Jupyter/Colab kernel (a `tqdm.auto` bar), `"bar"` on a terminal
+        at least one column wide (a tqdm bar), else `"lines"` (plain periodic lines: logs, CI,
+        batch jobs, a zero-width pseudo-terminal where a bar would print nothing).
+    """
+    stream = sys.stderr if stream is None else stream
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and hasattr(shell, "kernel"):
+        return "notebook"
+    try:
+        usable = stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    return "bar" if usable else "lines"
+
+
+def eta_seconds(step: int, total: int, since_step: int, since_time: float, now: float) -> float:
+    """Seconds left at `step` of `total`, at the mean rate since (`since_step`, `since_time`).
+
+    The reference point is the end of the first (compiling) step, so compilation is left out.
+    Returns `inf` when no step has completed since it.
+    """
+    done, elapsed = step - since_step, now - since_time
+    if done <= 0 or elapsed <= 0:
+        return math.inf
+    return (total - step) * elapsed / done
+
+
 class Progress:
-    """Step / loss / steps-per-second / ETA display.
+    """Step / loss / steps-per-second / ETA display, and the "compiling the train step..." line.
 
     Args:
         total: last step of the run.
         start: step the run (re)starts from.
-        interactive: tqdm bar if True, plain lines if False (default: stderr is a TTY).
+        mode: `"bar"`, `"notebook"` (tqdm bars) or `"lines"` (plain lines, one per logging
+            step); default `display_mode()`.
+        clock: time source in seconds (tests pass a fake one).
     """
 
-    def __init__(self, total: int, start: int, interactive: bool | None = None):
+    def __init__(self, total: int, start: int, mode: str | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         self.total, self.start = total, start
-        self.interactive = sys.stderr.isatty() if interactive is None else interactive
-        self._start_time = time.perf_counter()
+        self.mode = display_mode() if mode is None else mode
+        if self.mode not in ("bar", "notebook", "lines"):
+            raise ValueError(f"progress mode must be bar, notebook or lines, got {self.mode!r}")
+        self._clock = clock
+        self._origin = (start, clock())  # (step, time) the ETA is measured from
         self._bar = None
-        if is_primary() and self.interactive:
-            from tqdm import tqdm
+        self._compile_started: float | None = None
 
-            self._bar = tqdm(total=total, initial=start, dynamic_ncols=True, unit="step")
+    def _open_bar(self, step: int) -> None:
+        if is_primary() and self.mode != "lines" and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=step, dynamic_ncols=True, unit="step")
+
+    def compiling(self) -> None:
+        """Says that the first step is being compiled (it takes seconds to minutes)."""
+        self.message("compiling the train step...")
+        self._compile_started = self._clock()
+
+    def compiled(self, step: int) -> None:
+        """Marks the end of the first (compiling) step: the ETA is measured from here."""
+        now = self._clock()
+        started = self._origin[1] if self._compile_started is None else self._compile_started
+        self.message(f"step {step} compiled and ran in {format_duration(now - started)}")
+        self._origin = (step, now)
+        self._open_bar(step)
 
     def update(self, step: int, loss: float, steps_per_s: float) -> None:
         """Reports the state after `step`."""
         if not is_primary():
             return
+        self._open_bar(self._origin[0])
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(loss=f"{loss:.4f}")
             return
-        eta = (self.total - step) / steps_per_s if steps_per_s > 0 else math.inf
+        eta = eta_seconds(step, self.total, *self._origin, self._clock())
         print(
             f"step {step}/{self.total}  loss {loss:.4f}  {steps_per_s:.2f} steps/s  "
             f"ETA {format_duration(eta)}",
@@ -110,3 +140,23 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def announce_compilation(train_step: Callable, progress: Progress) -> Callable:
+    """`train_step` that prints "compiling the train step..." around its first call.
+
+    The first call compiles; it is waited for, so the ETA that `progress` shows afterwards is
+    measured from the end of compilation.
+    """
+    first = [True]
+
+    def step_fn(state, batch):
+        if not first[0]:
+            return train_step(state, batch)
+        first[0] = False
+        progress.compiling()
+        outputs = jax.block_until_ready(train_step(state, batch))
+        progress.compiled(progress.start + 1)
+        return outputs
+
+    return step_fn

@@ -9,7 +9,7 @@ from imro_jax.data import datasets, synth
 from imro_jax.data.builders import cmu_affect, handwritten, imro_synth
 from imro_jax.models import parse_model_config
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "imro_jax" / "configs"  # shipped configs
 
 
 def _load(name):

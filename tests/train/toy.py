@@ -175,7 +175,7 @@ def toy_config() -> ml_collections.ConfigDict:
         weight_decay=1e-2, grad_clip_norm=1.0, accumulation_steps=1,
     )
     config.train = dict(num_steps=8, log_every=1, eval_every=0, eval_split="validation",
-                        compute_dtype="float32", prefetch=2)
+                        compute_dtype="float32", prefetch=2, writers=(), profile_steps=())
     config.mesh = dict(data=-1, model=1, fsdp=False, rules=DEFAULT_RULES,
                        coordinator_address="", num_processes=1, process_id=0)
     config.checkpoint = dict(every_steps=4, keep_last=2, best_metric="", best_mode="max")
