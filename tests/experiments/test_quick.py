@@ -14,6 +14,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from testenv import cpu_subprocess_env
 
@@ -65,7 +66,8 @@ def test_handwritten_quick(shared):
     row = summary["methods"]["imro"]
     assert {"clean", "conflictive", "noise@10", "noise@10+oracle", "misaligned", "shuffle+oracle"} <= set(row)
     assert row["clean"] == pytest.approx(100 * seed["clean"]["imro"]["accuracy"], abs=0.006)
-    assert row["noise@10"] == pytest.approx(100 * noise["scores"]["imro"]["accuracy"][-1], abs=0.006)
+    # scores[method][metric] is [levels, view triples]; the summary holds the mean over triples
+    assert row["noise@10"] == pytest.approx(100 * float(np.mean(noise["scores"]["imro"]["accuracy"][-1])), abs=0.006)
 
 
 def test_ablations_quick(shared):
