@@ -108,7 +108,8 @@ def test_axes_a_mesh_axis_does_not_divide_are_replicated():
     ("model.fusion=average", "model.fusion must be one of"),
     ("data.name=mnist", "config key 'data.name' expects one of ('cmu_mosei', 'cmu_mosi', 'handwritten', "
      "'imro_synth'), got 'mnist'"),
-    ("data.builder_config=tiny", "config key 'data.builder_config' expects one of ('default', 'small') for "
+    ("data.builder_config=tiny", "config key 'data.builder_config' expects one of ('default', 'default_regression', 'small', "
+     "'small_regression') for "
      "imro_synth, got 'tiny'"),
     ("data.batch_size=12", "config key 'data.batch_size' expects a multiple of 8 (the number of 'data' mesh "
      "shards), got 12"),
