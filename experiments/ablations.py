@@ -43,7 +43,7 @@ def r_unnormalised(config) -> dict:
 DEFAULT = "IMRO (surprisal H, agreement, modality dropout)"
 VARIANTS = {
     DEFAULT: {},
-    "IMRO (paper): predictive H, no agreement": common.PAPER_RELIABILITY,
+    "paper estimator: predictive H, no agreement": common.PAPER_RELIABILITY,
     "no agreement": {"model.reliability.agreement": 0.0},
     "no modality dropout": {"model.modality_dropout": 0.0},
     "H: low-rank (PPCA, rank 16) density": {"model.reliability.rank": 16},

@@ -264,7 +264,8 @@ def fit_calibration(reference_scores: ArrayLike, *, quantile: float = 0.99, axis
     z = (s - jnp.expand_dims(location, axis)) / jnp.expand_dims(scale, axis)
     threshold = jnp.nanquantile(z, quantile, axis=axis)
     fallback = lambda v, default: jnp.where(jnp.isfinite(v), v, default)  # noqa: E731 (no reference rows)
-    return Calibration(fallback(location, 0.0), fallback(scale, 1.0), fallback(threshold, jnp.inf))
+    return Calibration(fallback(location, 0.0), fallback(scale, 1.0),
+                       fallback(threshold, jnp.finfo(threshold.dtype).max))
 
 
 def robust_z(scores: ArrayLike, calibration: Calibration) -> jax.Array:

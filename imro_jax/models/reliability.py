@@ -187,8 +187,8 @@ def stats_classes(spec: ModelSpec) -> int:
 
 
 def initial_stats(spec: ModelSpec, num_modalities: int, dim: int) -> dict:
-    """Unfitted ``reliability_stats``: ``{name: () -> array}`` (a standard Gaussian, infinite
-    threshold, so the excess surprisal is 0 until :func:`fit_reliability_stats` runs)."""
+    """Unfitted ``reliability_stats``: ``{name: () -> array}`` (a standard Gaussian, the largest
+    finite threshold, so the excess surprisal is 0 until :func:`fit_reliability_stats` runs)."""
     k = stats_classes(spec)
     m = num_modalities
     return {
@@ -198,7 +198,8 @@ def initial_stats(spec: ModelSpec, num_modalities: int, dim: int) -> dict:
         "log_det_cov": lambda: jnp.zeros((m,), jnp.float32),
         "location": lambda: jnp.zeros((m,), jnp.float32),
         "scale": lambda: jnp.ones((m,), jnp.float32),
-        "threshold": lambda: jnp.full((m,), jnp.inf, jnp.float32),
+        # the largest finite float: nothing is in excess (a checkpoint never holds a non-finite value)
+        "threshold": lambda: jnp.full((m,), jnp.finfo(jnp.float32).max, jnp.float32),
     }
 
 

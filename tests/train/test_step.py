@@ -108,7 +108,8 @@ def _linear_state(optimizer):
     params = {"w": jnp.array([0.5, -1.0, 2.0])}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),
-                      rng=jax.random.key_data(jax.random.key(0)), skipped=jnp.zeros((), jnp.int32))
+                      rng=jax.random.key_data(jax.random.key(0)), skipped=jnp.zeros((), jnp.int32),
+                      model_state={})
 
 
 def _linear_loss(params, batch, rng, step):
