@@ -190,8 +190,7 @@ def model_task(config: ml_collections.ConfigDict) -> Task:
         return dict(outputs, logits=output.logits, present=output.present, label=batch[LABEL])
 
     def fit_model_state(variables, batches):
-        to_host = lambda x: _to_host(x)  # noqa: E731
-        return {STATS: fit_reliability_stats(model, variables, batches, to_host=to_host)}
+        return {STATS: fit_reliability_stats(model, variables, batches, to_host=_to_host)}
 
     modalities = tuple(sorted(config.model.modalities.keys()))
     return Task(
