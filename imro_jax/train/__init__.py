@@ -25,6 +25,7 @@ from imro_jax.train.optim import decay_mask, make_optimizer
 from imro_jax.train.partitioning import batch_sharding, logical_axis_rules, mesh_partition_spec
 from imro_jax.train.precision import with_compute_dtype
 from imro_jax.train.preemption import Preempted
+from imro_jax.train.runtime import Runtime, build_runtime
 from imro_jax.train.state import TrainState, create_train_state, train_state_shardings
 from imro_jax.train.step import make_eval_step, make_train_step, train_step
 from imro_jax.train.task import Task
@@ -40,12 +41,14 @@ __all__ = [
     "Preempted",
     "Prefetcher",
     "Run",
+    "Runtime",
     "Task",
     "TrainState",
     "TrainingError",
     "WorkdirError",
     "apply_override",
     "batch_sharding",
+    "build_runtime",
     "create_train_state",
     "decay_mask",
     "evaluate",

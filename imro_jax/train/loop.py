@@ -27,11 +27,10 @@ from jax.experimental import multihost_utils
 from imro_jax.train import checkpoint as checkpoint_lib
 from imro_jax.train import guard as guard_lib
 from imro_jax.train import input as input_lib
-from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import optim, partitioning, precision, preemption, profiling, reporting, validate, writers
+from imro_jax.train import partitioning, preemption, profiling, reporting, validate, writers
+from imro_jax.train import runtime as runtime_lib
 from imro_jax.train import workdir as workdir_lib
 from imro_jax.train import state as state_lib
-from imro_jax.train import step as step_lib
 from imro_jax.train.task import Task
 
 VALID = "__valid__"  # per-example flag added to eval batches (padding rows are False)
@@ -41,9 +40,10 @@ class Run:
     """The pieces every loop needs, built once from the config.
 
     Attributes:
-        mesh, rules: device mesh and logical-axis rules.
-        optimizer, schedule: the Optax chain and its learning-rate schedule.
-        abstract_state, shardings: `TrainState` of sharded `ShapeDtypeStruct`s / `NamedSharding`s.
+        runtime: `imro_jax.train.runtime.build_runtime(config, task)`: the mesh, rules,
+            optimizer, shardings and the jitted train step that benchmarks and tests use too.
+        mesh, rules, optimizer, schedule, example_batch, abstract_state, shardings: the
+            runtime's.
         checkpointer: the run's `Checkpointer` (under `workdir/checkpoints`; `read_only` for
             readers such as eval, which may run next to the trainer).
     """
@@ -53,15 +53,12 @@ class Run:
         self.config, self.task = config, task
         self.workdir = epath.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model)
-        self.rules = partitioning.logical_axis_rules(config.mesh.rules, fsdp=config.mesh.fsdp)
-        self.optimizer, self.schedule = optim.make_optimizer(
-            config.optimizer, config.train.num_steps
-        )
-        self.example_batch = task.example_batch()
-        self.abstract_state, self.shardings = state_lib.train_state_shardings(
-            task.init_fn, self.optimizer, self.example_batch, self.mesh, self.rules
-        )
+        self.runtime = runtime_lib.build_runtime(config, task)
+        rt = self.runtime
+        self.mesh, self.rules = rt.mesh, rt.rules
+        self.optimizer, self.schedule = rt.optimizer, rt.schedule
+        self.example_batch = rt.example_batch
+        self.abstract_state, self.shardings = rt.abstract_state, rt.shardings
         self.checkpointer = checkpoint_lib.Checkpointer(
             self.workdir / "checkpoints",
             keep_last=config.checkpoint.keep_last,
@@ -72,9 +69,7 @@ class Run:
 
     def new_state(self) -> state_lib.TrainState:
         """A freshly initialised, sharded train state for `config.seed`."""
-        return state_lib.create_train_state(
-            self.task.init_fn, self.optimizer, self.example_batch, self.config.seed, self.shardings
-        )
+        return self.runtime.new_state(self.config.seed)
 
     def eval_step(self):
         """The jitted `task.eval_fn`, passing through the padding flag of `evaluate`."""
@@ -84,10 +79,7 @@ class Run:
             valid = batch.pop(VALID)
             return dict(self.task.eval_fn(variables, batch), **{VALID: valid})
 
-        return step_lib.make_eval_step(
-            eval_with_valid, params_shardings=self.shardings.variables(), mesh=self.mesh,
-            rules=self.rules,
-        )
+        return self.runtime.eval_step(eval_with_valid)
 
     def fit_model_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
         """`state` with its model state refitted by `task.fit_model_state` (if the task has one)
@@ -271,18 +263,8 @@ def _train(config, workdir, task: Task, holds_run: bool, watch: preemption.Watch
                                   config=config.to_dict(), message=progress.message)
     if start:
         progress.message(f"resumed from checkpoint step {start} in {run.checkpointer.directory}")
-    dtype = precision.compute_dtype(config.train.compute_dtype)
-    train_step = step_lib.make_train_step(
-        precision.with_compute_dtype(task.loss_fn, dtype),
-        run.optimizer,
-        run.schedule,
-        accumulation_steps=config.optimizer.accumulation_steps,
-        state_shardings=run.shardings,
-        mesh=run.mesh,
-        rules=run.rules,
-    )
     train_step = profiling.ProfiledStep(
-        train_step, config.train.profile_steps, first_step=start + 1,
+        run.runtime.train_step, config.train.profile_steps, first_step=start + 1,
         num_steps=config.train.num_steps, log_dir=run.workdir / "profile", message=progress.message,
     )
     step_fn = reporting.announce_compilation(train_step, progress)

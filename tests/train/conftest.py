@@ -13,52 +13,30 @@ import pytest
 import trainlib  # noqa: F401  (sets the session-wide persistent compilation cache)
 from toy import ToyIterator, toy_config, toy_task
 
-from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import optim, partitioning, precision
-from imro_jax.train import state as state_lib
-from imro_jax.train import step as step_lib
+from imro_jax.train import partitioning
 from imro_jax.train.input import to_global_batch
-
-@functools.cache
-def _initializer(data: int, model: int, fsdp: bool):
-    """(mesh, rules, optimizer, schedule, shardings, jitted init) shared by `Setup`s."""
-    config = toy_config()
-    task = toy_task(config)
-    mesh = mesh_lib.make_mesh(data, model, devices=jax.devices()[: data * model])
-    rules = partitioning.logical_axis_rules(config.mesh.rules, fsdp=fsdp)
-    optimizer, schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
-    example = task.example_batch()
-    _, shardings = state_lib.train_state_shardings(task.init_fn, optimizer, example, mesh, rules)
-    init = state_lib.make_initializer(task.init_fn, optimizer, example, shardings)
-    return mesh, rules, optimizer, schedule, shardings, init
+from imro_jax.train.runtime import build_runtime
 
 
 class Setup:
-    """The toy model on one mesh: shardings, a jitted init and a jitted train step."""
+    """The toy model on one mesh: its `build_runtime` (shardings, jitted init and train step)."""
 
     def __init__(self, data: int, model: int, fsdp: bool, compute_dtype: str):
         self.config = toy_config()
+        self.config.mesh.update(data=data, model=model, fsdp=fsdp)
+        self.config.train.compute_dtype = compute_dtype
         self.task = toy_task(self.config)
-        self.mesh, self.rules, self.optimizer, self.schedule, self.shardings, self._init = (
-            _initializer(data, model, fsdp)
-        )
-        loss_fn = precision.with_compute_dtype(
-            self.task.loss_fn, precision.compute_dtype(compute_dtype)
-        )
-        self.step = step_lib.make_train_step(
-            loss_fn, self.optimizer, self.schedule, accumulation_steps=1,
-            state_shardings=self.shardings, mesh=self.mesh,
+        self.runtime = build_runtime(self.config, self.task, devices=jax.devices()[: data * model])
+        self.mesh, self.shardings, self.step = (
+            self.runtime.mesh, self.runtime.shardings, self.runtime.train_step
         )
 
     def new_state(self, seed: int = 0):
-        return self._init(seed)
+        return self.runtime.new_state(seed)
 
     def abstract_state(self):
         """The train state as sharded `ShapeDtypeStruct`s (a restore target on this mesh)."""
-        shapes = jax.eval_shape(self._init, 0)
-        return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, self.shardings
-        )
+        return self.runtime.abstract_state
 
     def global_batch(self, local: dict) -> dict:
         return to_global_batch(local, partitioning.batch_sharding(self.mesh))
