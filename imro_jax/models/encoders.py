@@ -38,7 +38,7 @@ from imro_jax.models.layers import (
     token_embedding,
 )
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec
-from imro_jax.models.transformer import TransformerStack
+from imro_jax.models.transformer import AttentionOptions, TransformerStack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TrunkSpec:
     depth: int
     dropout: float
     remat: bool = False
+    attention: AttentionOptions = AttentionOptions()
 
 
 class Encoded(NamedTuple):
@@ -86,7 +87,7 @@ class EncoderTrunk(nn.Module):
         mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
         x, residual = TransformerStack(
             self.trunk.depth, self.trunk.num_heads, self.trunk.mlp_dim, self.trunk.dropout,
-            remat=self.trunk.remat, name="transformer",
+            remat=self.trunk.remat, attention=self.trunk.attention, name="transformer",
         )(x, mask, train=train, return_residual=True)
         real = mask[:, 1:, None].astype(residual.dtype)
         mean_residual = jnp.sum(residual[:, 1:] * real, axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1.0)

@@ -7,6 +7,8 @@ fusion does what is the table of :mod:`imro_jax.models.registry`.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -36,13 +38,27 @@ class ReliabilityAwareAttention(nn.Module):
     with ``R = 0`` (absent) contributes exactly zero as long as its tokens are finite (the model
     zeroes absent inputs before encoding).
 
+    ``absorbed`` (``model.absorbed_fusion_kv``) computes the same function without projecting
+    the tokens: softmax ignores the per-row constant ``q . b_K`` and the weights sum to 1, so
+
+    .. math::
+
+        \\mathrm{softmax}(q (X W_K + b_K)^\\top) (X W_V + b_V)
+          = \\mathrm{softmax}((q W_K^\\top) X^\\top)\\, X\\, W_V + b_V,
+
+    which costs ``4 B M N F H d`` multiply-adds for scores and pooled tokens instead of the
+    ``4 B M N d^2`` of the K/V projection of every (padded) token (``F H < d`` in our configs).
+    Same parameters; float rounding differs.
+
     Attributes:
       num_heads: attention heads.
       dim: model width.
+      absorbed: absorb W_K and W_V into the queries (see above).
     """
 
     num_heads: int
     dim: int
+    absorbed: bool = False
 
     @nn.compact
     def __call__(
@@ -62,6 +78,8 @@ class ReliabilityAwareAttention(nn.Module):
         batch, num_modalities, length, dim = tokens.shape
         attention = MultiHeadAttention(self.num_heads, self.dim, name="attention")
         q = attention.query(queries)  # [B, F, H, hd]
+        if self.absorbed:
+            return attention.merge(self._absorbed(attention, q, tokens, token_mask, reliability))
         q = jnp.broadcast_to(q[:, None], (batch, num_modalities, *q.shape[1:]))
         key, value = attention.key_value(tokens.reshape(batch * num_modalities, length, dim))
         per_modality = attention.attend(
@@ -73,6 +91,20 @@ class ReliabilityAwareAttention(nn.Module):
         per_modality = per_modality.reshape(batch, num_modalities, *per_modality.shape[1:])
         weighted = jnp.einsum("bm,bmfhk->bfhk", reliability.astype(per_modality.dtype), per_modality)
         return attention.merge(weighted)
+
+    @staticmethod
+    def _absorbed(attention, q, tokens, token_mask, reliability):
+        """The R-weighted heads ``[B, F, H, hd]`` with W_K, W_V absorbed (softmax in float32)."""
+        w_key, _ = attention.projections["key"]  # [D, H, hd]; b_K cancels in the softmax
+        w_value, b_value = attention.projections["value"]
+        q_in_tokens = jnp.einsum("bfhk,dhk->bfhd", q, w_key.astype(q.dtype))  # [B, F, H, D]
+        logits = jnp.einsum("bfhd,bmnd->bmhfn", q_in_tokens, tokens.astype(q.dtype))
+        logits = logits.astype(jnp.float32) / math.sqrt(q.shape[-1])
+        logits = jnp.where(token_mask[:, :, None, None, :], logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(tokens.dtype)  # [B, M, H, F, N]
+        pooled = jnp.einsum("bmhfn,bmnd->bmfhd", probs, tokens)  # [B, M, F, H, D]
+        per_modality = jnp.einsum("bmfhd,dhk->bmfhk", pooled, w_value.astype(pooled.dtype)) + b_value
+        return jnp.einsum("bm,bmfhk->bfhk", reliability.astype(per_modality.dtype), per_modality)
 
 
 class TokenFusion(nn.Module):
@@ -113,11 +145,13 @@ class TokenFusion(nn.Module):
                 ],
                 axis=1,
             )
-            z = block_class(spec.remat)(spec.num_heads, spec.mlp_dim, spec.dropout, name="joint_block")(
+            z = block_class(spec.remat)(spec.num_heads, spec.mlp_dim, spec.dropout,
+                                        attention=spec.attention, name="joint_block")(
                 joint, joint_mask, train
             )[:, : spec.fusion_tokens]
         else:
-            fused = ReliabilityAwareAttention(spec.num_heads, dim, name="reliability_attention")(
+            fused = ReliabilityAwareAttention(spec.num_heads, dim, spec.absorbed_fusion_kv,
+                                              name="reliability_attention")(
                 layer_norm(name="ln_queries")(z), tokens, token_mask, weights
             )
             z = z + drop(fused, deterministic=not train)

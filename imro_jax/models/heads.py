@@ -21,7 +21,7 @@ from imro_jax.models.layers import (
     token_embedding,
 )
 from imro_jax.models.spec import DecoderSpec
-from imro_jax.models.transformer import TransformerStack
+from imro_jax.models.transformer import AttentionOptions, TransformerStack
 
 
 class PredictionHead(nn.Module):
@@ -52,6 +52,7 @@ class CaptionDecoder(nn.Module):
       spec: decoder sizes (vocabulary, max length, depth).
       num_heads, mlp_dim, dropout: Transformer sizes shared with the encoders.
       remat: rematerialise the Transformer blocks (``model.remat``).
+      attention: the blocks' attention options (``ModelSpec.attention``).
     """
 
     spec: DecoderSpec
@@ -59,6 +60,7 @@ class CaptionDecoder(nn.Module):
     mlp_dim: int
     dropout: float
     remat: bool = False
+    attention: AttentionOptions = AttentionOptions()
 
     @nn.compact
     def __call__(self, context: jax.Array, prefix: jax.Array, *, train: bool) -> jax.Array:
@@ -85,7 +87,8 @@ class CaptionDecoder(nn.Module):
         x = x + learned_positions(self, "positions", self.spec.max_len, dim)[:length]
         x = TransformerStack(
             self.spec.depth, self.num_heads, self.mlp_dim, self.dropout,
-            causal=True, cross_attention=True, remat=self.remat, name="transformer",
+            causal=True, cross_attention=True, remat=self.remat, attention=self.attention,
+            name="transformer",
         )(
             x, jnp.ones((batch, length), bool), train=train,
             context=context, context_mask=jnp.ones(context.shape[:2], bool),

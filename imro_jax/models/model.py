@@ -105,7 +105,7 @@ class IMROModel(nn.Module):
 
     def setup(self):
         s = self.spec
-        trunk = TrunkSpec(s.dim, s.num_heads, s.mlp_dim, s.depth, s.dropout, s.remat)
+        trunk = TrunkSpec(s.dim, s.num_heads, s.mlp_dim, s.depth, s.dropout, s.remat, s.attention)
         self.encoders = {name: make_encoder(enc, trunk) for name, enc in s.modalities}
         self.estimator = ReliabilityEstimator(s)
         if s.task != "generation":
@@ -113,7 +113,7 @@ class IMROModel(nn.Module):
         if get_fusion(s.fusion).kind == "token":
             self.token_fusion = TokenFusion(s)
             if s.task == "generation":
-                self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout, s.remat)
+                self.decoder = CaptionDecoder(s.decoder, s.num_heads, s.mlp_dim, s.dropout, s.remat, s.attention)
             else:
                 self.head = PredictionHead(s.num_outputs if s.task == "classification" else 1)
 

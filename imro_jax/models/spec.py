@@ -25,6 +25,19 @@ The ``model`` section::
     modality_dropout  probability in [0, 1) that training hides a present modality of a sample
                   from the fusion (at least one stays); every fusion, so comparisons stay fair
                   (optional, default 0)
+
+Implementation options (optional keys, not in the shipped configs, whose run hashes they would
+change; set them in a config file or with ``benchlib.variant``; each computes the same function,
+the defaults are the reference numerics, and each has an equivalence test in ``tests/models/test_attention_options.py``;
+measurements in ``experiments/bench/NOTES.md``):
+
+    attention_impl      "xla" (default) | "cudnn": the Transformer blocks' attention kernel
+                        (cuDNN: GPU and bfloat16/float16 only; see
+                        :mod:`imro_jax.models.transformer`)
+    head_major_qkv      bool: attention in head-major layout with one fused QKV product
+    absorbed_fusion_kv  bool: the fusion attention with W_K, W_V absorbed into the F queries
+                        instead of projecting every modality token (see
+                        :class:`imro_jax.models.fusion.ReliabilityAwareAttention`)
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imro_jax.models import registry
+from imro_jax.models.transformer import ATTENTION_IMPLS, AttentionOptions
 
 TASKS = ("classification", "regression", "generation")
 FUSIONS = tuple(registry.FUSIONS)
@@ -185,6 +199,14 @@ class ModelSpec:
     decoder: DecoderSpec | None = None
     remat: bool = False
     modality_dropout: float = 0.0
+    attention_impl: str = "xla"
+    head_major_qkv: bool = False
+    absorbed_fusion_kv: bool = False
+
+    @property
+    def attention(self) -> AttentionOptions:
+        """The Transformer blocks' :class:`~imro_jax.models.transformer.AttentionOptions`."""
+        return AttentionOptions(self.attention_impl, self.head_major_qkv)
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -279,8 +301,11 @@ def parse_model_config(model_config: Any) -> ModelSpec:
         raise ValueError(f"task {task!r} needs model keys {sorted(missing_task_key)}")
     if not (isinstance(spec.modality_dropout, (int, float)) and 0 <= spec.modality_dropout < 1):
         raise ValueError(f"model.modality_dropout must be in [0, 1), got {spec.modality_dropout!r}")
-    if not isinstance(spec.remat, bool):
-        raise ValueError(f"model.remat must be a bool, got {spec.remat!r}")
+    for key in ("remat", "head_major_qkv", "absorbed_fusion_kv"):
+        if not isinstance(getattr(spec, key), bool):
+            raise ValueError(f"model.{key} must be a bool, got {getattr(spec, key)!r}")
+    _choice(spec.attention_impl, ATTENTION_IMPLS, "model.attention_impl")
+    _ = spec.attention  # AttentionOptions rejects cudnn + head_major_qkv
     if spec.dim % spec.num_heads:
         raise ValueError(f"model.dim={spec.dim} must be divisible by model.num_heads={spec.num_heads}")
     return spec
