@@ -34,6 +34,7 @@ from imro_jax.models import registry
 from imro_jax.train import loop
 from imro_jax.train.config import load_config_file
 from imro_jax.train.model_task import model_task
+from results_io import markdown_table  # noqa: F401 (the experiments call common.markdown_table)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
@@ -312,13 +313,6 @@ def sweep_table(results: Sequence[Any], methods: Sequence[str], *, metric: str =
                      fmt(rob["relative"], scale=scale, digits=digits) if rob["relative"] else "",
                      fmt(rob["effective"], scale=scale, digits=digits) if reference else ""])
     return markdown_table(header, rows), numbers
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _jsonable(value):

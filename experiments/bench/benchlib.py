@@ -1,11 +1,11 @@
 """Shared plumbing of the benchmarks: configs, synthetic batches, jitted steps, paired timing,
 compilation counting and the `RESULTS.md` log.
 
-Every benchmark builds its steps with the project's own code (`imro_jax.models.build_model`,
-`imro_jax.models.imro_loss`, `imro_jax.train.optim`, `imro_jax.train.state`,
-`imro_jax.train.step.make_train_step`), so what is timed is the step `imro train` runs. Nothing
-here imports `imro_jax.data` (grain, TFDS): the GPU image has neither, and synthetic batches of
-the right shapes are all a step benchmark needs.
+Every benchmark builds its steps with `imro_jax.train.runtime.build_runtime`, the function
+`imro train` builds its runtime with, on the model functions of `imro_jax.train.model_fns`
+(`fixed_batch_task`), so what is timed is the production step by construction. Nothing here
+imports `imro_jax.data` (grain, TFDS): the GPU image has neither, and synthetic batches of the
+right shapes are all a step benchmark needs.
 
 Timing protocol (the machine is shared and noisy): variants are timed in the same process,
 interleaved round by round in a shuffled order, after warm-up; each sample is one call followed
@@ -16,10 +16,8 @@ round), summarised by the median and the interquartile range.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
-import inspect
 import os
 import pathlib
 import platform
@@ -34,14 +32,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imro_jax.models import build_model, imro_loss
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: results_io
+import results_io  # noqa: E402
+
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
+from imro_jax.train import config as config_lib
 from imro_jax.train import input as input_lib
-from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import optim, partitioning, precision
-from imro_jax.train import state as state_lib
+from imro_jax.train import model_fns
+from imro_jax.train import runtime as runtime_lib
 from imro_jax.train import step as step_lib
-from imro_jax.train.config import apply_override, load_config_file
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "experiments" / "configs"
@@ -60,20 +59,14 @@ CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Loads a config file (a bare name means `experiments/configs/<name>.py`) with overrides.
+    """`imro_jax.train.config.load_config` where a bare name means `experiments/configs/<name>.py`.
 
     Args:
         path: file path or config name (`"trimodal"`, `"bench_vitb"`).
-        overrides: `key=value` strings (`--config.` prefix optional).
+        overrides: `key=value` strings (`--config.` prefix optional), type-checked as by the CLI.
     """
     path = pathlib.Path(path)
-    if not path.suffix:
-        path = CONFIGS / f"{path}.py"
-    config = load_config_file(path)
-    for text in overrides:
-        key, value = text.removeprefix("--config.").split("=", 1)
-        apply_override(config, key, value)
-    return config
+    return config_lib.load_config(CONFIGS / f"{path}.py" if not path.suffix else path, list(overrides))
 
 
 def variant(config: ml_collections.ConfigDict, **model_changes: Any) -> ml_collections.ConfigDict:
@@ -146,87 +139,14 @@ def synthetic_batch(
 # Steps
 
 
-def model_functions(config: ml_collections.ConfigDict):
-    """`(model, init_fn, loss_fn, infer_fn)` for a config, as `imro_jax.train.model_task` builds them.
-
-    `loss_fn(params, batch, rng, step) -> (loss, metrics)` (train mode, outputs upcast to float32
-    before the loss); `infer_fn(variables, batch) -> logits` (eval mode, model state included,
-    e.g. the reliability statistics the surprisal H reads). Defined here rather than
-    imported because `model_task` also imports the data layer (grain, TFDS).
-    """
-    model = build_model(config.model)
-
-    def init_fn(rng, batch):
-        return model.init({"params": rng, "dropout": rng}, batch, train=False)
-
-    def loss_fn(params, batch, rng, step):
-        output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-        return imro_loss(precision.cast_floating(output, jnp.float32), batch, config.loss, step=step)
-
-    def infer_fn(variables, batch):
-        return model.apply(variables, batch, train=False).logits
-
-    return model, init_fn, loss_fn, infer_fn
-
-
-@dataclasses.dataclass
-class StepParts:
-    """A config's jitted functions and abstract inputs, before any state exists.
-
-    Attributes:
-        train_step: `make_train_step(...)` (jitted with shardings, state donated; where the
-            project's step applies activation-sharding rules it is a wrapper that calls the jitted
-            function under the mesh and rules).
-        jitted: the `jax.jit` object inside `train_step` (`lower`, `_cache_size`).
-        rules: logical-axis rules passed to the step, or None where it takes none.
-        mesh: the device mesh.
-        loss_fn: `(params, batch, rng, step) -> (loss, metrics)` in the compute dtype.
-        infer_fn: `(variables, batch) -> logits`, eval mode, in the compute dtype.
-        abstract_state: `TrainState` of `ShapeDtypeStruct`s carrying their shardings.
-        batch_sharding: sharding of every batch leaf.
-    """
-
-    train_step: Callable
-    jitted: Any
-    rules: Any
-    mesh: Any
-    loss_fn: Callable
-    infer_fn: Callable
-    abstract_state: Any
-    batch_sharding: Any
-
-    def tracing_context(self):
-        """The context the step is traced in (mesh and logical rules, when the step uses them)."""
-        if self.rules is None:
-            return contextlib.nullcontext()
-        from flax import linen as nn
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(jax.set_mesh(self.mesh))
-        stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
-
-    def lower(self, state, batch):
-        """`jax.stages.Lowered` of the train step (nothing runs)."""
-        with self.tracing_context():
-            return self.jitted.lower(state, batch)
-
-    def abstract_batch(self, numpy_batch: dict) -> dict:
-        """`ShapeDtypeStruct`s of a batch on the mesh (for `lower` without data)."""
-        return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=self.batch_sharding),
-            numpy_batch,
-        )
-
-
-def step_parts(
+def runtime_for(
     config: ml_collections.ConfigDict,
     numpy_batch: dict,
     *,
     devices: Sequence[jax.Device] | None = None,
     loss_fn: Callable | None = None,
-) -> StepParts:
-    """Mesh, shardings and the jitted train step for `config` on `devices` (nothing allocated).
+) -> runtime_lib.Runtime:
+    """`build_runtime` of `config` on the model's `fixed_batch_task` (nothing allocated).
 
     Args:
         config: full config (model, loss, optimizer, train.num_steps/compute_dtype, mesh).
@@ -234,27 +154,15 @@ def step_parts(
         devices: devices of the ("data", "model") mesh (default: all); `config.mesh` sizes it.
         loss_fn: replaces the model's IMRO loss (e.g. a task-loss-only baseline).
     """
-    devices = list(jax.devices() if devices is None else devices)
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
-    rules = partitioning.logical_axis_rules(config.mesh.rules, fsdp=config.mesh.fsdp)
-    _, init_fn, model_loss, infer_fn = model_functions(config)
-    dtype = precision.compute_dtype(config.train.compute_dtype)
-    loss = precision.with_compute_dtype(loss_fn or model_loss, dtype)
-    optimizer, schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
-    abstract, shardings = state_lib.train_state_shardings(init_fn, optimizer, numpy_batch, mesh, rules)
-    takes_rules = "rules" in inspect.signature(step_lib.make_train_step).parameters
-    train_step = step_lib.make_train_step(
-        loss, optimizer, schedule, accumulation_steps=config.optimizer.accumulation_steps,
-        state_shardings=shardings, mesh=mesh, **({"rules": rules} if takes_rules else {}),
-    )
+    task = model_fns.fixed_batch_task(config, numpy_batch)
+    return runtime_lib.build_runtime(config, task, devices=devices, loss_fn=loss_fn)
 
-    def infer_in_dtype(variables, batch):
-        return infer_fn(precision.cast_floating(variables, dtype), precision.cast_inputs(batch, dtype))
 
-    return StepParts(
-        train_step=train_step, jitted=getattr(train_step, "__wrapped__", train_step),
-        rules=rules if takes_rules else None, mesh=mesh, loss_fn=loss, infer_fn=infer_in_dtype,
-        abstract_state=abstract, batch_sharding=partitioning.batch_sharding(mesh),
+def abstract_batch(runtime: runtime_lib.Runtime, numpy_batch: dict) -> dict:
+    """`ShapeDtypeStruct`s of a batch on the runtime's mesh (for `lower` without data)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=runtime.batch_sharding),
+        numpy_batch,
     )
 
 
@@ -299,24 +207,22 @@ class StepBench:
     Attributes:
         name: label in tables.
         config: the config.
-        parts: the jitted functions and abstract inputs.
+        runtime: the config's `Runtime` (mesh, shardings, the production train step).
+        train_step: `runtime.train_step`, or its AOT-compiled executable after `compile_train`.
         batch: global device batch (sharded over "data").
         state: current `TrainState` (replaced by every `train()` call: the step donates it).
         forward: jitted `(params, batch, rng, step) -> loss` (train-mode forward and loss only).
-        infer: jitted `(variables, batch) -> logits` (eval mode).
+        infer: the production eval step `(variables, batch) -> outputs` (eval mode).
     """
 
     name: str
     config: ml_collections.ConfigDict
-    parts: StepParts
+    runtime: runtime_lib.Runtime
+    train_step: Callable
     batch: dict
     state: Any
     forward: Callable
     infer: Callable
-
-    @property
-    def train_step(self) -> Callable:
-        return self.parts.train_step
 
     def train(self):
         """One train step; returns its metrics after the step finished."""
@@ -337,7 +243,7 @@ class StepBench:
 
     def lower_train(self):
         """`jax.stages.Lowered` of the train step on this state and batch (nothing runs)."""
-        return self.parts.lower(self.state, self.batch)
+        return self.runtime.lower_train(self.state, self.batch)
 
     def compile_train(self):
         """Compiles the train step ahead of time and uses that executable from now on.
@@ -346,7 +252,7 @@ class StepBench:
             The `jax.stages.Compiled` (cost and memory analyses), compiled once only.
         """
         compiled = self.lower_train().compile()
-        self.parts = dataclasses.replace(self.parts, train_step=compiled)
+        self.train_step = compiled
         return compiled
 
 
@@ -359,29 +265,27 @@ def build_step_bench(
     loss_fn: Callable | None = None,
     init: str = "host",
 ) -> StepBench:
-    """`step_parts` plus a state and the batch on the mesh.
+    """`runtime_for` plus a state and the batch on the mesh.
 
     Args:
         name: label.
-        config, numpy_batch, devices, loss_fn: as for `step_parts`.
+        config, numpy_batch, devices, loss_fn: as for `runtime_for`.
         init: "host" (`host_initial_state`, no compilation) or "model" (the model's own
-            initialiser, `imro_jax.train.state.create_train_state`: one more compilation).
+            initialiser, `Runtime.new_state`: one more compilation).
     """
-    parts = step_parts(config, numpy_batch, devices=devices, loss_fn=loss_fn)
+    runtime = runtime_for(config, numpy_batch, devices=devices, loss_fn=loss_fn)
     if init == "host":
-        state = host_initial_state(parts.abstract_state, config.seed)
+        state = host_initial_state(runtime.abstract_state, config.seed)
     elif init == "model":
-        _, init_fn, _, _ = model_functions(config)
-        optimizer, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
-        shardings = jax.tree.map(lambda leaf: leaf.sharding, parts.abstract_state)
-        state = state_lib.create_train_state(init_fn, optimizer, numpy_batch, config.seed, shardings)
+        state = runtime.new_state(config.seed)
     else:
         raise ValueError(f"init must be 'host' or 'model', got {init!r}")
-    batch = input_lib.to_global_batch(numpy_batch, parts.batch_sharding)
-    loss = parts.loss_fn
+    batch = input_lib.to_global_batch(numpy_batch, runtime.batch_sharding)
+    loss = runtime.loss_fn
+    forward = step_lib.under_mesh(jax.jit(lambda p, b, r, s: loss(p, b, r, s)[0]), runtime.mesh, runtime.rules)
     return StepBench(
-        name=name, config=config, parts=parts, batch=batch, state=state,
-        forward=jax.jit(lambda p, b, r, s: loss(p, b, r, s)[0]), infer=jax.jit(parts.infer_fn),
+        name=name, config=config, runtime=runtime, train_step=runtime.train_step, batch=batch,
+        state=state, forward=forward, infer=runtime.eval_step(runtime.task.eval_fn),
     )
 
 
@@ -538,7 +442,6 @@ def machine_info() -> dict[str, str]:
         pass
     devices = jax.devices()
     return {
-        "host": platform.node(),
         "cpu": f"{cpu}, {os.cpu_count()} logical cores",
         "python": platform.python_version(),
         "versions": f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
@@ -555,25 +458,22 @@ def load_average() -> float:
         return float("nan")
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 class Report:
-    """Collects a benchmark's table and notes; prints them and appends them to the results log.
+    """Collects a benchmark's table and notes; prints them and writes them to the results log.
+
+    The log (`RESULTS.md`) keeps the latest section of each title (`results_io.replace_section`;
+    the history is in git), with the command, repo-relative paths, versions and load.
 
     Usage::
 
         report = Report("IMRO overhead", args)        # records date, command, load at start
         ...
-        report.finish(table, notes=[...])             # load at end, print, append to RESULTS.md
+        report.finish(table, notes=[...])             # load at end, print, write to RESULTS.md
     """
 
     def __init__(self, title: str, args: argparse.Namespace):
         self.title, self.results = title, getattr(args, "results", str(RESULTS))
-        self.command = "python " + " ".join([_relative(sys.argv[0])] + sys.argv[1:])
+        self.command = "python " + " ".join([relative(sys.argv[0])] + sys.argv[1:])
         self.date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.load_start = load_average()
         self.start = time.perf_counter()
@@ -584,7 +484,7 @@ class Report:
             f"## {self.title} ({self.date})",
             "",
             f"- command: `{self.command}`",
-            f"- machine: {info['cpu']}; {info['devices']}; host {info['host']}",
+            f"- machine: {info['cpu']}; {info['devices']}",
             f"- software: Python {info['python']}, {info['versions']}",
             f"- load average (1 min) at start / end: {self.load_start:.2f} / {load_average():.2f}; "
             f"wall time {time.perf_counter() - self.start:.0f} s",
@@ -596,29 +496,25 @@ class Report:
         text = "\n".join(lines)
         print(text, flush=True)
         if self.results:
-            with open(self.results, "a") as f:
-                f.write("\n" + text)
+            results_io.replace_section(self.results, self.title, text)
         return text
 
 
-def _relative(path: str) -> str:
-    try:
-        return str(pathlib.Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return path
+relative = results_io.repo_relative
+markdown_table = results_io.markdown_table
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Arguments every benchmark takes: `--config`, `--override`, `--tiny`, `--results`."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(BASE_CONFIG), help="config file or name")
+    parser.add_argument("--config", default=BASE_CONFIG.stem, help="config file or name")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. data.batch_size=64 (repeatable)")
     parser.add_argument("--tiny", action="store_true",
                         help="smallest run (bench_tiny config, few steps): a smoke test")
     parser.add_argument("--results", default=str(RESULTS),
-                        help="markdown log to append to ('' = print only)")
+                        help="markdown log to write the section to ('' = print only)")
     return parser
 
 

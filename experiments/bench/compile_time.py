@@ -44,7 +44,7 @@ def measure(spec: str, args) -> dict:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     with benchlib.CompileCounter() as later:
         for step in range(1, args.steps):
-            bench.batch = input_lib.to_global_batch(host_batch(step), bench.parts.batch_sharding)
+            bench.batch = input_lib.to_global_batch(host_batch(step), bench.runtime.batch_sharding)
             bench.train()
     return {
         "config": spec,
@@ -56,7 +56,7 @@ def measure(spec: str, args) -> dict:
         "first_compiles": first.count("train_step"),
         "cache_hits": first.cache_hits,
         "later_compiles": later.count("train_step"),
-        "cache_size": getattr(bench.parts.jitted, "_cache_size", lambda: -1)(),
+        "cache_size": getattr(bench.runtime.jitted, "_cache_size", lambda: -1)(),
     }
 
 

@@ -68,8 +68,8 @@ def main(argv=None) -> None:
 
     terms = flop_terms(config, numpy_batch)
     hand = flops.train_flops(terms)
-    with bench.parts.tracing_context():
-        from_jaxpr = flops.jaxpr_matmul_flops(bench.parts.jitted, bench.state, bench.batch)
+    with bench.runtime.tracing_context():
+        from_jaxpr = flops.jaxpr_matmul_flops(bench.runtime.jitted, bench.state, bench.batch)
     xla = flops.xla_flops(bench.compile_train())
 
     dtype = precision.compute_dtype(config.train.compute_dtype)

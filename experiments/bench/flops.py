@@ -19,7 +19,8 @@ and N_m = 1 + (tokens of modality m) (class token), N = max_m N_m (modalities ar
                                     + 4 B M F N d (QK^T, AV) + 2 B M F d (R-weighted sum)
                                     + 2 B F d^2 (out) + 4 B F d h (MLP)
     concat fusion                   one block over S = F + M N tokens: 8 B S d^2 + 4 B S^2 d + 4 B S d h
-    head                            2 B d C;  decision fusions: 2 B M C (late, energy)
+    head                            2 B d C;  decision fusions: the products of the registry's
+                                    `combine` (2 B M C for late and energy, none for evidential)
 
 `jaxpr_matmul_flops` counts the same quantity mechanically: it traces a function to a jaxpr and
 sums `2 * prod(lhs) * prod(rhs free dims)` over every `dot_general`, nested jaxprs included. The
@@ -152,8 +153,11 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
         terms += _block_terms("fusion/joint_block", batch, f + m * n, d, h)
     if fusion.kind == "token":
         terms.append(Term("head", 2 * batch * d * (c if spec.task == "classification" else 1), 2))
-    elif spec.fusion in ("late", "energy"):
-        terms.append(Term("fusion/weighted_logits", 2 * batch * m * c, 1))
+    else:  # a decision fusion: the products of its registry `combine` (gradient: the logits only)
+        unimodal = jax.ShapeDtypeStruct((batch, m, c), np.float32)
+        present = jax.ShapeDtypeStruct((batch, m), np.bool_)
+        combine_flops = jaxpr_matmul_flops(lambda u, p: fusion.combine(u, p)[0], unimodal, present)
+        terms.append(Term("fusion/weighted_logits", int(combine_flops), 1))
     return terms
 
 

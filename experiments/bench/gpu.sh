@@ -8,13 +8,14 @@
 #               carry=[".venv/lib/python3.11/site-packages/ml_collections"]
 #
 # Locally (any machine with a GPU and the packages): OUT=/tmp/gpu_out bash experiments/bench/gpu.sh
-# Dry run of the script's logic on a CPU: PYTHON=.venv/bin/python GPU_CONFIG=bench_tiny GPU_LEVERS=absorbed \
+# Dry run of the script's logic on a CPU: PYTHON=.venv/bin/python GPU_CONFIG=bench_tiny GPU_OPTIONS=absorbed_fusion_kv=True \
 #   GPU_MATMUL_SIZE=256 GPU_ROUNDS=3 OUT=/tmp/gpu_dry bash experiments/bench/gpu.sh
 #
 # Order: compile time first (cold, benchmark 5), then efficiency (benchmark 2) and the IMRO
 # overhead (benchmark 1), which reuse the persistent compilation cache; last, if time is left,
-# the `cudnn` and `absorbed` levers (`levers.py`; `GPU_LEVERS=` skips them, `GPU_LEVERS=absorbed`
-# on a CPU, where cuDNN does not exist). Each step gets the time
+# the model options `attention_impl=cudnn` and `absorbed_fusion_kv=True` against the default
+# (`options.py`; `GPU_OPTIONS=` skips them, `GPU_OPTIONS=absorbed_fusion_kv=True` on a CPU, where
+# cuDNN does not exist). Each step gets the time
 # left before the deadline (GPU_BUDGET_S, default 280 s); a step that would not fit is skipped
 # and says so. Results: $OUT/gpu_results.md (the tables, also in the log), $OUT/gpu_log.txt,
 # $OUT/env.txt. Copy the tables into experiments/bench/RESULTS.md with the date.
@@ -93,12 +94,12 @@ step "benchmark 1: overhead (forward, inference)" 90 \
     --modes forward,inference --rounds "$ROUNDS" --results "$RESULTS" $OVERRIDES
 
 # Optional, last (not one of the three benchmarks the issue asks for): the fused cuDNN attention
-# lever against XLA's attention, same process, same state; skipped if the budget is spent.
-LEVERS=${GPU_LEVERS-cudnn,absorbed}
-if [ -n "$LEVERS" ]; then
+# option against XLA's attention, same process, same state; skipped if the budget is spent.
+OPTIONS=${GPU_OPTIONS-attention_impl=cudnn;absorbed_fusion_kv=True}
+if [ -n "$OPTIONS" ]; then
     # shellcheck disable=SC2086
-    step "levers: $LEVERS" 120 \
-        "$PY" experiments/bench/levers.py --config "$CONFIG" --levers "$LEVERS" --rounds "$ROUNDS" \
+    step "model options: $OPTIONS" 120 \
+        "$PY" experiments/bench/options.py --config "$CONFIG" --variants "$OPTIONS" --rounds "$ROUNDS" \
         --results "$RESULTS" $OVERRIDES
 fi
 

@@ -51,7 +51,7 @@ def step_round(bench: benchlib.StepBench, steps: int) -> float:
 def loop_stalls(bench: benchlib.StepBench, data_config, steps: int, depth: int) -> dict:
     """Runs the loop's Prefetcher + train step; returns wall, wait and step seconds."""
     iterator = make_pipeline(data_config, split="train", train=True, seed=1)
-    prefetcher = input_lib.Prefetcher(iterator, bench.parts.batch_sharding, depth)
+    prefetcher = input_lib.Prefetcher(iterator, bench.runtime.batch_sharding, depth)
     waits, total = [], time.perf_counter()
     try:
         for i in range(steps + 2):

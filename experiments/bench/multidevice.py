@@ -47,7 +47,7 @@ def worker(args) -> None:
         losses.append(float(metrics["loss"]))
     print("RESULT " + json.dumps({
         "devices": jax.device_count(), "losses": losses, "times": times[2:] or times,
-        "batch": config.data.batch_size, "mesh": dict(bench.parts.batch_sharding.mesh.shape),
+        "batch": config.data.batch_size, "mesh": dict(bench.runtime.batch_sharding.mesh.shape),
     }), flush=True)
 
 

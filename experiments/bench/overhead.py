@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 import benchlib
+from imro_jax.train import model_fns
 
 VARIANTS = ("imro", "uniform", "plain")
 MODES = ("train", "forward", "inference")
@@ -31,7 +32,7 @@ MODES = ("train", "forward", "inference")
 
 def task_only_loss(config):
     """`(params, batch, rng, step) -> (cross-entropy, metrics)` of the fused logits only."""
-    model, _, _, _ = benchlib.model_functions(config)
+    model = model_fns.model_functions(config).model
 
     def loss_fn(params, batch, rng, step):
         output = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})

@@ -63,8 +63,9 @@ def measure_point(base, modalities: int, tokens: int, args) -> dict:
             compiled = bench.compile_train()
             benches[fusion] = bench
         else:
-            parts = benchlib.step_parts(config, batch, devices=args.devices)
-            compiled = parts.lower(parts.abstract_state, parts.abstract_batch(batch)).compile()
+            runtime = benchlib.runtime_for(config, batch, devices=args.devices)
+            abstract = benchlib.abstract_batch(runtime, batch)
+            compiled = runtime.lower_train(runtime.abstract_state, abstract).compile()
         point[f"{fusion}_memory"] = benchlib.memory_bytes(compiled)
         point[f"{fusion}_xla_flops"] = flops.xla_flops(compiled)
     if benches:
@@ -204,7 +205,7 @@ def main(argv=None) -> None:
         f"over M: {crossover(modality_points, 'modalities')}",
         f"analytic: concat's joint block is attention-dominated (4 B S^2 d > 8 B S d^2 + 4 B S d h) "
         f"for S = F + M(L+1) > 2d + h = {2 * d + h} tokens",
-        f"plot: `{benchlib._relative(args.plot)}`" if args.plot else "no plot",
+        f"plot: `{benchlib.relative(args.plot)}`" if args.plot else "no plot",
     ])
 
 

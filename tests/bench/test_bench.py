@@ -15,7 +15,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import linen as nn
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(BENCH))
 import benchlib  # noqa: E402
 from testenv import cpu_subprocess_env  # noqa: E402
 import flops  # noqa: E402
+from imro_jax.train import model_fns  # noqa: E402
 
 TRIMODAL_SMALL = dict(dim=16, num_heads=2, mlp_dim=32, depth=1, fusion_tokens=2)
 
@@ -38,9 +38,9 @@ def _trimodal_small(fusion):
 
 
 def _abstract_params(config, batch):
-    _, init_fn, loss_fn, _ = benchlib.model_functions(config)
-    params = nn.unbox(jax.eval_shape(lambda: init_fn(jax.random.key(0), batch)))["params"]
-    return params, loss_fn
+    fns = model_fns.model_functions(config)
+    params = nn.unbox(jax.eval_shape(lambda: fns.init_fn(jax.random.key(0), batch)))["params"]
+    return params, fns.loss_fn
 
 
 @pytest.mark.parametrize("config_name, fusion", [
@@ -94,9 +94,9 @@ def test_compile_counter_counts_only_cache_misses():
 def test_host_initial_state_matches_abstract_state():
     config = benchlib.load_config("bench_tiny")
     batch = benchlib.synthetic_batch(config.model, 8)
-    parts = benchlib.step_parts(config, batch, devices=jax.devices()[:1])
-    state = benchlib.host_initial_state(parts.abstract_state, seed=3)
-    for leaf, spec in zip(jax.tree.leaves(state), jax.tree.leaves(parts.abstract_state)):
+    runtime = benchlib.runtime_for(config, batch, devices=jax.devices()[:1])
+    state = benchlib.host_initial_state(runtime.abstract_state, seed=3)
+    for leaf, spec in zip(jax.tree.leaves(state), jax.tree.leaves(runtime.abstract_state)):
         assert leaf.shape == spec.shape and leaf.dtype == spec.dtype
         assert leaf.sharding.is_equivalent_to(spec.sharding, leaf.ndim)
     flat = {jax.tree_util.keystr(p): np.asarray(v)
@@ -125,8 +125,8 @@ SMOKE_RUNS = {  # script: (section title, extra arguments)
     "compile_time.py": ("Benchmark 5", []),
     "multidevice.py": ("Benchmark 6", []),
     "profile_step.py": ("Profile", []),
-    "levers.py": ("Optimisation levers", []),
     "efficiency_width.py": ("Benchmark 2: MFU against model width", []),
+    "options.py": ("Model implementation options", []),
 }
 
 
@@ -171,10 +171,10 @@ def test_benchmark_runs_tiny(smoke_runs, script):
         assert "(OK the" in text
     if script == "scaling.py":
         assert (root / "scaling.png").stat().st_size > 0
+    if script == "options.py":  # the same function: same first-step loss to float rounding
+        assert "| absorbed_fusion_kv=True |" in text
     if script == "efficiency_width.py":  # --tiny sweeps widths 16 and 32
         assert "\n| 16 | 2 x 8 |" in text and "\n| 32 | 2 x 16 |" in text and "MFU target on cpu" in text
-    if script == "levers.py":  # an exact rewrite of the fusion: same first-step loss
-        assert "| absorbed |" in text and text.count(" 0.0e+00 |") == 2
 
 
 def test_width_variant_keeps_heads_and_mlp_ratio():
@@ -186,68 +186,3 @@ def test_width_variant_keeps_heads_and_mlp_ratio():
     assert base.model.dim == 64  # the base config is not modified
     with pytest.raises(ValueError, match="not divisible by num_heads=4"):
         efficiency_width.width_variant(base, 66)
-
-
-@pytest.mark.parametrize("causal, cross", [(False, False), (True, False), (False, True)])
-def test_head_major_attention_matches_the_model_layer(causal, cross):
-    """The `headmajor` lever is the same function with the same parameters as the model's layer."""
-    import levers
-    from imro_jax.models import transformer
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
-    context = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32) if cross else x
-    key_mask = np.ones((2, context.shape[1]), bool)
-    key_mask[0, -2:] = False
-    mask = transformer.key_padding_mask(jnp.asarray(key_mask))
-    reference = transformer.MultiHeadAttention(num_heads=4, dim=16)
-    params = reference.init(jax.random.key(0), x, context, mask, is_causal=causal)
-    expected = reference.apply(params, x, context, mask, is_causal=causal)
-    got = levers.HeadMajorAttention(num_heads=4, dim=16).apply(params, x, context, mask, is_causal=causal)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the error off GPU")
-def test_cudnn_lever_refuses_a_non_gpu_backend():
-    import levers
-
-    x = jnp.ones((1, 4, 16), jnp.bfloat16)
-    layer = levers.CudnnAttention(num_heads=2, dim=16)
-    with pytest.raises(ValueError, match="needs a GPU backend"):
-        layer.init(jax.random.key(0), x, x)
-
-
-def test_flat_adamw_lever_equals_the_optax_chain():
-    """`levers.flat_adamw` (one raveled vector) gives the updates of `optim.make_optimizer`."""
-    import levers
-    from imro_jax.train import optim
-
-    config = benchlib.load_config("trimodal")
-    config.optimizer.warmup_steps = 1  # a non-zero learning rate from the second update
-    rng = np.random.default_rng(0)
-    params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-                        "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
-              "norm": {"scale": jnp.ones((4,), jnp.float32)}}
-    reference, _ = optim.make_optimizer(config.optimizer, 10)
-    flat, _ = levers.flat_adamw(config.optimizer, 10)
-    ref_state, flat_state = reference.init(params), flat.init(params)
-    for scale in (0.01, 5.0, 0.3):  # global norm below and above the clip (1.0)
-        grads = jax.tree.map(lambda p: jnp.asarray(scale * rng.normal(size=p.shape), jnp.float32), params)
-        ref_updates, ref_state = reference.update(grads, ref_state, params)
-        flat_updates, flat_state = flat.update(grads, flat_state, params)
-        for a, b in zip(jax.tree.leaves(flat_updates), jax.tree.leaves(ref_updates)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-8)
-        params = optax.apply_updates(params, ref_updates)
-
-
-def test_strided_framing_lever_is_bitwise_the_gather():
-    import levers
-    from imro_jax.models import spectrogram
-
-    waveform = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
-    for n_fft, hop in ((256, 128), (64, 16), (100, 100)):
-        expected = spectrogram.power_spectrogram(waveform, n_fft=n_fft, hop_length=hop)
-        got = levers.strided_power_spectrogram(waveform, n_fft=n_fft, hop_length=hop)
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
-    with pytest.raises(ValueError, match="to divide n_fft"):
-        levers.strided_power_spectrogram(waveform, n_fft=256, hop_length=100)
