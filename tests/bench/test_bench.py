@@ -8,6 +8,7 @@ the benchmarks themselves measure).
 """
 
 import concurrent.futures
+import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from testenv import cpu_subprocess_env  # noqa: E402
 import flops  # noqa: E402
 from imro_jax.train import model_fns  # noqa: E402
 
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 TRIMODAL_SMALL = dict(dim=16, num_heads=2, mlp_dim=32, depth=1, fusion_tokens=2)
 
 
@@ -127,6 +129,7 @@ SMOKE_RUNS = {  # script: (section title, extra arguments)
     "profile_step.py": ("Profile", []),
     "efficiency_width.py": ("Benchmark 2: MFU against model width", []),
     "options.py": ("Model implementation options", []),
+    "peer_torch.py": ("Benchmark 7: PyTorch peer", []),  # needs the optional torch (skipped without)
 }
 
 
@@ -150,7 +153,7 @@ def smoke_runs(tmp_path_factory):
         )
         return script, (proc, results, root)
 
-    first, *rest = SMOKE_RUNS
+    first, *rest = [script for script in SMOKE_RUNS if HAS_TORCH or script != "peer_torch.py"]
     runs = dict([run(first)])
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         runs.update(pool.map(run, rest))
@@ -159,6 +162,8 @@ def smoke_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("script", list(SMOKE_RUNS))
 def test_benchmark_runs_tiny(smoke_runs, script):
+    if script == "peer_torch.py" and not HAS_TORCH:
+        pytest.skip("torch is not installed (the optional `bench` extra)")
     proc, results, root = smoke_runs[script]
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = results.read_text()
@@ -171,6 +176,8 @@ def test_benchmark_runs_tiny(smoke_runs, script):
         assert "(OK the" in text
     if script == "scaling.py":
         assert (root / "scaling.png").stat().st_size > 0
+    if script == "peer_torch.py":  # the checks ran: same parameters, same loss, same FLOPs
+        assert "names and shapes equal" in text and "| torch eager |" in text and "(equal)" in text
     if script == "options.py":  # the same function: same first-step loss to float rounding
         assert "| absorbed_fusion_kv=True |" in text
     if script == "efficiency_width.py":  # --tiny sweeps widths 16 and 32
