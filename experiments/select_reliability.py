@@ -42,7 +42,8 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
        for p, b in ((0.3, 0.5), (0.5, 0.5), (0.3, 1.0))},
 }
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
-            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10, variants=("paper", "surprisal+agreement+dropout"))}
+            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
+                          variants=("paper", "surprisal+agreement+dropout0.3+vote1.0"))}
 
 
 def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
