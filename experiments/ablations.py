@@ -5,7 +5,7 @@
 Each variant changes one thing of the IMRO config (``experiments/configs/handwritten.py`` and
 ``trimodal.py``) and is trained with ``imro_jax.train``: lambda1 = 0, lambda2 = 0, both 0, R fixed
 uniform (the same model and loss with ``model.fusion = "uniform"``), the paper's estimator,
-no cross-modal agreement, no modality dropout, a low-rank density, each entropy estimator
+no R-weighted vote (the token fusion alone), no cross-modal agreement, no modality dropout, a low-rank density, each entropy estimator
 (``model.reliability.entropy``), each MI bound for the training-time I term (``loss.mi_bound``),
 and R unnormalised (``model.reliability.normalize = False``: the raw ratio I / (H + eps)).
 
@@ -40,10 +40,11 @@ def r_unnormalised(config) -> dict:
 
 
 # Each variant: config overrides, or a function of the base config returning them.
-DEFAULT = "IMRO (surprisal H, agreement, modality dropout)"
+DEFAULT = "IMRO (surprisal H, agreement, modality dropout, R-weighted vote)"
 VARIANTS = {
     DEFAULT: {},
     "paper estimator: predictive H, no agreement": common.PAPER_RELIABILITY,
+    "no vote: the R-scaled token fusion alone": {"model.reliability.decision": 0.0},
     "no agreement": {"model.reliability.agreement": 0.0},
     "no modality dropout": {"model.modality_dropout": 0.0},
     "H: low-rank (PPCA, rank 16) density": {"model.reliability.rank": 16},

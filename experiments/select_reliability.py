@@ -29,7 +29,7 @@ from imro_jax.eval import sweep as sweep_lib
 
 NAME = "select_reliability"
 TRAIN, VALIDATION = "train[:80%]", "train[80%:]"
-SURPRISAL = {"model.reliability.entropy": "surprisal"}
+SURPRISAL = {"model.reliability.entropy": "surprisal", "model.reliability.decision": 0.0}
 VARIANTS = {  # name -> overrides on the handwritten config (modality dropout applies to all fusions)
     "paper": {**common.PAPER_RELIABILITY, "model.modality_dropout": 0.0},
     "paper+dropout": {**common.PAPER_RELIABILITY, "model.modality_dropout": 0.3},
@@ -37,9 +37,13 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
     "surprisal+dropout": {**SURPRISAL, "model.reliability.agreement": 0.0, "model.modality_dropout": 0.3},
     "surprisal+agreement": {**SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.0},
     "surprisal+agreement+dropout": {**SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.3},
+    **{f"surprisal+agreement+dropout{p}+vote{b}": {
+        **SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": p, "model.reliability.decision": b}
+       for p, b in ((0.3, 0.5), (0.5, 0.5), (0.3, 1.0))},
 }
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
-            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10, variants=("paper", "surprisal+agreement+dropout"))}
+            "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
+                          variants=("paper", "surprisal+agreement+dropout0.3+vote1.0"))}
 
 
 def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:

@@ -46,13 +46,26 @@ SETTINGS = {
 }
 
 
+# Harder corruptions, one modality at a time (column -> modality, corruption, level); see
+# imro_jax.data.corruptions for what each level means.
+KINDS = {
+    "vision blur@2": ("vision", "blur", 2.0),  # Gaussian blur, std 2 pixels
+    "vision occlusion@0.5": ("vision", "occlusion", 0.5),  # a zeroed square, half the side
+    "audio clipping@0.1": ("audio", "clipping", 0.1),  # hard clipping at 10% of the peak
+    "audio babble@0": ("audio", "babble", 0.0),  # 4 other samples' audio mixed in at 0 dB SNR
+    "text word_dropout@0.5": ("text", "word_dropout", 0.5),  # half the words removed
+    "text token_shuffle@1": ("text", "token_shuffle", 1.0),  # the words of every sample shuffled
+}
+
+
 def quality_matrix(batch: dict) -> np.ndarray:
     """Ground-truth quality ``[B, M]`` in the model's (sorted) modality order."""
     return np.stack([np.asarray(batch["quality"][m]) for m in MODALITIES], axis=1)
 
 
-def evaluate(predictors, test, setting, seed, *, scorer, oracle, num_classes) -> dict:
-    """Noise per modality, missing patterns and conflict for one set of predictors."""
+def evaluate(predictors, test, setting, seed, *, scorer, oracle, num_classes, kinds=True) -> dict:
+    """Noise per modality, missing patterns, conflict and (``kinds``) the harder corruptions of
+    :data:`KINDS` for one set of predictors."""
     key = jax.random.key(20_000 + seed)
     noise = {
         m: sw.sweep(predictors, test, corruption=name, levels=levels, subsets=[(m,)], seed=seed + 31 * i,
@@ -62,7 +75,12 @@ def evaluate(predictors, test, setting, seed, *, scorer, oracle, num_classes) ->
     missing = sw.sweep(predictors, test, corruption="missing", levels=[1.0], subsets=sw.proper_subsets(MODALITIES),
                        seed=seed, scorer=scorer)
     conflicted = sw.corrupt(test, "conflict", 1.0, MODALITIES, key=key, fraction=1.0, num_classes=num_classes)
+    scored_kinds = {}
+    for i, (column, (modality, name, level)) in enumerate(KINDS.items() if kinds else ()):
+        corrupted = sw.corrupt(test, name, level, (modality,), key=jax.random.fold_in(key, 100 + i))
+        scored_kinds[column] = sw.score_predictors(predictors, corrupted, oracle=oracle, scorer=scorer)
     return {
+        "kinds": scored_kinds,
         "clean": sw.score_predictors(predictors, test, scorer=scorer),
         "noise": noise,
         "missing": missing,
@@ -99,7 +117,7 @@ def main(argv=None) -> dict:
             "classification": evaluate(predictors, test, setting, seed, scorer=sw.classification_scorer,
                                        oracle=methods, num_classes=num_classes),
             "captions": evaluate(caption_predictors, test, setting, seed, scorer=sw.caption_scorer,
-                                 oracle=caption_methods, num_classes=num_classes),
+                                 oracle=caption_methods, num_classes=num_classes, kinds=False),
             "spearman": {m: reports.reliability_quality_correlation(w, quality, MODALITIES) for m, w in weights.items()},
             "steps_per_s": {m: t.steps_per_second() for m, t in
                             {**classifiers, **{f"caption/{k}": v for k, v in captioners.items()}}.items()},
@@ -108,11 +126,12 @@ def main(argv=None) -> dict:
         print(f"[{NAME}] seed {seed}: clean accuracy " + str({m: round(100 * v["accuracy"], 1) for m, v in
                                                               per_seed[-1]["classification"]["clean"].items()}))
         # Written after every seed, so that a long run that is stopped leaves the seeds it finished.
-        payload, markdown = summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args)
+        payload, markdown, summary = summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro,
+                                               args)
         if len(per_seed) < setting["seeds"]:
             markdown = (f"**Interim**: {len(per_seed)} of the {setting['seeds']} seeds this command asked for were "
                         f"finished when this file was written.\n\n{markdown}")
-        common.write_results(args.out, payload, markdown)
+        common.write_results(args.out, payload, markdown, summary)
     print(markdown)
     return payload
 
@@ -174,6 +193,11 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
                common.markdown_table(["dropped", *names], rows), ""]
         md += [f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
                _scores_table(per_seed, part, "conflict", oracles, metric), ""]
+    kind_rows = [[m, *(common.fmt([s["classification"]["kinds"][c][m]["accuracy"] for s in per_seed], digits=1)
+                       for c in KINDS)] for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
+    md += ["## Classification: harder corruptions, one modality at a time (accuracy %)\n",
+           "`+oracle`: the corrupted modality masked as missing.\n",
+           common.markdown_table(["method", *KINDS], kind_rows), ""]
     md += ["## Captions on the clean test set\n",
            _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
 
@@ -193,7 +217,29 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
                 if part in ("classification", "captions") else s[part]) for part in s}
         for s in per_seed
     ]
-    return payload, "\n".join(md)
+    return payload, "\n".join(md), summary_numbers(per_seed, setting, methods, args.command)
+
+
+def summary_numbers(per_seed, setting, methods, command) -> dict:
+    """summary.json: classification accuracy % (mean over seeds) in every README column."""
+    mean = lambda xs: 100 * float(np.mean(xs))
+    table = {}
+    for m in methods:
+        row = {}
+        for name in (m, m + sw.ORACLE_SUFFIX):
+            suffix = name[len(m):]
+            if name == m:
+                row["clean"] = mean([s["classification"]["clean"][m]["accuracy"] for s in per_seed])
+                row["missing"] = mean([np.mean(s["classification"]["missing"].scores[m]["accuracy"]) for s in per_seed])
+                row["spearman"] = float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))
+            row["conflict" + suffix] = mean([s["classification"]["conflict"][name]["accuracy"] for s in per_seed])
+            for modality, (corruption, levels) in setting["noise"].items():
+                row[f"noise:{modality}@{levels[-1]:g}{suffix}"] = mean(
+                    [s["classification"]["noise"][modality].curve(name, "accuracy")[-1] for s in per_seed])
+            for column in KINDS:
+                row[column + suffix] = mean([s["classification"]["kinds"][column][name]["accuracy"] for s in per_seed])
+        table[m] = row
+    return common.summary_payload(command, len(per_seed), table)
 
 
 if __name__ == "__main__":

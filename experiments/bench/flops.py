@@ -153,6 +153,8 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
         terms += _block_terms("fusion/joint_block", batch, f + m * n, d, h)
     if fusion.kind == "token":
         terms.append(Term("head", 2 * batch * d * (c if spec.task == "classification" else 1), 2))
+        if spec.reliability.decision > 0 and fusion.learned_weights:  # the vote: R (constant) x log q
+            terms.append(Term("fusion/vote", 2 * batch * m * (c if spec.task == "classification" else 1), 1))
     else:  # a decision fusion: the products of its registry `combine` (gradient: the logits only)
         unimodal = jax.ShapeDtypeStruct((batch, m, c), np.float32)
         present = jax.ShapeDtypeStruct((batch, m), np.bool_)

@@ -10,7 +10,8 @@ PyTorch, operation by operation: the same encoders (text embedding, ViT patches,
 log-mel spectrogram patches, feature views), pre-LN blocks with tanh-GELU and LayerNorm eps
 1e-6, the reliability estimator (per-modality heads, label-free I, H from the unfitted surprisal
 statistics (0) plus the consensus disagreement, R on the simplex), modality dropout, IMRO
-reliability-weighted fusion attention, the head, the label critic, and the loss (fused
+reliability-weighted fusion attention, the head (mixed with the R-weighted vote of the unimodal
+heads, `model.reliability.decision`), the label critic, and the loss (fused
 cross-entropy + lambda1 H - lambda2 Barber-Agakov I + unimodal NLL), with global-norm clipping
 and AdamW (no decay on biases, norms and 1-D parameters) under the warmup-cosine schedule.
 Attention uses `F.scaled_dot_product_attention` (a key mask only where tokens can be padding:
@@ -310,7 +311,12 @@ class TorchIMRO(torch.nn.Module):
         z = z + self._drop(self._merge(weighted, prefix))
         z = z + self._drop(self._mlp(self._ln(z, "token_fusion/ln_mlp"), "token_fusion/mlp"))
         fused = self._ln(z, "token_fusion/ln_out")
-        logits = self._dense(fused.mean(1), "head/out") * valid[:, None]
+        logits = self._dense(fused.mean(1), "head/out")
+        beta = getattr(spec.reliability, "decision", 0.0)
+        if beta > 0 and spec.fusion == "imro":  # the R-weighted vote of the unimodal heads
+            vote = torch.einsum("bm,bmc->bc", weights.detach(), F.log_softmax(unimodal, -1))
+            logits = (1.0 - beta) * F.log_softmax(logits, -1) + beta * vote
+        logits = logits * valid[:, None]
 
         # label critic (its scores are the model's output; the Barber-Agakov loss does not read them)
         label = batch["label"]

@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.task = "generation"
     del config.model["num_classes"]  # classification-only key
     config.model.decoder = ml_collections.ConfigDict(dict(vocab_size=32, max_len=12, depth=1))
+    config.model.reliability.decision = 0.0  # captions come from the fused tokens: no unimodal vote
     # Evaluation summary: teacher-forced token accuracy / NLL / perplexity (imro_jax.train.model_task).
     config.checkpoint.best_metric = "eval/token_accuracy"
     return config

@@ -48,9 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
     # R = I / (H + eps) (imro_jax.models.reliability). H: surprisal (the encoding's excess
     # surprisal under clean-data statistics, fitted after training) | predictive (the paper taken
     # literally, "imro_paper") | gaussian | embedding; plus agreement x KL(consensus || q_m).
+    # The prediction: (1 - decision) x the R-scaled token fusion's + decision x the R-weighted
+    # log-linear vote of the unimodal heads (imro_jax.models.model.reliability_vote).
     config.model.reliability = ml_collections.ConfigDict(dict(
         entropy="surprisal", eps=1e-6, normalize=True, agreement=1.0,
         shrinkage=0.1, rank=0, quantile=0.99, fit_examples=4096,  # the density and its calibration
+        # imro: weight of the R-weighted vote of the unimodal heads in the prediction (1: the vote
+        # alone; chosen on validation with agreement and modality dropout)
+        decision=1.0,
     ))
     config.model.modalities = ml_collections.ConfigDict()
     config.model.modalities.text = dict(encoder="text", vocab_size=256, max_len=32)

@@ -188,6 +188,8 @@ class IMROModel(nn.Module):
                 logits = self.decoder(fused, caption, train=train)
             else:
                 logits = self.head(fused)
+                if s.reliability.decision > 0 and get_fusion(s.fusion).learned_weights:
+                    logits = reliability_vote(logits, estimate.unimodal, weights, s.reliability.decision, s.task)
         else:
             logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)
         if s.task == "regression":
@@ -242,6 +244,41 @@ class IMROModel(nn.Module):
     def decode(self, context: jax.Array, prefix: jax.Array) -> jax.Array:
         """Next-token logits ``[B, L, V]`` for a prefix (eval mode)."""
         return self.decoder(context, prefix, train=False)
+
+
+def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, beta: float,
+                     task: str) -> jax.Array:
+    r"""The prediction mixed with the reliability-weighted vote of the unimodal heads.
+
+    .. math::
+
+        \text{classification: } (1 - \beta) \log p_{joint}(y) + \beta \sum_m R_m \log q(y \mid x_m),
+        \qquad \text{regression: } (1 - \beta) \mu_{joint} + \beta \sum_m R_m \mu_m,
+
+    with the weights ``R`` (on the simplex over the present modalities, so an absent modality
+    casts no vote) held constant (stop-gradient): the vote trains the heads, not the weights.
+    The classification output is a log-linear pool (a weighted product of experts); softmax
+    renormalises it. The vote degrades as late fusion does when modalities go missing, which
+    the token fusion alone does not (``experiments/results/select_reliability``).
+
+    Args:
+      joint: the fused head's output ``[B, C]`` (logits) or ``[B, 1]`` (regression mean).
+      unimodal: ``[B, M, C]`` unimodal logits, or ``[B, M, 2]`` (mean, log-variance).
+      weights: ``[B, M]`` the fusion's R.
+      beta: the vote's weight in [0, 1].
+      task: ``"classification"`` or ``"regression"``.
+
+    Returns:
+      The pooled output, same shape and dtype as ``joint``.
+    """
+    r = jax.lax.stop_gradient(weights).astype(jnp.float32)
+    if task == "regression":
+        vote = jnp.einsum("bm,bm->b", r, unimodal[..., 0].astype(jnp.float32))[:, None]
+        pooled = (1.0 - beta) * joint.astype(jnp.float32) + beta * vote
+    else:
+        vote = jnp.einsum("bm,bmc->bc", r, jax.nn.log_softmax(unimodal.astype(jnp.float32), axis=-1))
+        pooled = (1.0 - beta) * jax.nn.log_softmax(joint.astype(jnp.float32), axis=-1) + beta * vote
+    return pooled.astype(joint.dtype)
 
 
 def drop_modalities(key: jax.Array, present: jax.Array, rate: float) -> jax.Array:

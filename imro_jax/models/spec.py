@@ -146,6 +146,9 @@ class ReliabilitySpec:
       rank: 0 (full covariance) or the rank of its probabilistic-PCA structure.
       quantile: the clean quantile beyond which surprisal counts as excess, in (0, 1).
       fit_examples: at most this many training examples are read by the statistics pass.
+      decision: ``imro`` only: the weight ``beta`` in [0, 1] of the reliability-weighted vote of the
+        unimodal heads in the prediction, ``(1 - beta) log p_joint + beta sum_m R_m log q_m``
+        (classification; regression mixes the means); 0 is the paper's token fusion alone.
     """
 
     entropy: str
@@ -156,18 +159,20 @@ class ReliabilitySpec:
     rank: int = 0
     quantile: float = 0.99
     fit_examples: int = 4096
+    decision: float = 0.0
 
     def __post_init__(self):
         checks = (
             ("eps", self.eps > 0), ("agreement", self.agreement >= 0), ("shrinkage", 0 <= self.shrinkage <= 1),
             ("rank", isinstance(self.rank, int) and self.rank >= 0), ("quantile", 0 < self.quantile < 1),
             ("fit_examples", isinstance(self.fit_examples, int) and self.fit_examples >= 2),
+            ("decision", 0 <= self.decision <= 1),
         )
         for key, ok in checks:
             if not ok:
                 raise ValueError(f"model.reliability.{key} has an invalid value {getattr(self, key)!r} "
                                  "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
-                                 "quantile in (0, 1), fit_examples int >= 2)")
+                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +306,9 @@ def parse_model_config(model_config: Any) -> ModelSpec:
         raise ValueError(f"task {task!r} needs model keys {sorted(missing_task_key)}")
     if not (isinstance(spec.modality_dropout, (int, float)) and 0 <= spec.modality_dropout < 1):
         raise ValueError(f"model.modality_dropout must be in [0, 1), got {spec.modality_dropout!r}")
+    if spec.reliability.decision > 0 and task == "generation":
+        raise ValueError("model.reliability.decision > 0 mixes unimodal predictions into the output, which "
+                         "task 'generation' does not have (its unimodal heads are bags of words); set it to 0")
     for key in ("remat", "head_major_qkv", "absorbed_fusion_kv"):
         if not isinstance(getattr(spec, key), bool):
             raise ValueError(f"model.{key} must be a bool, got {getattr(spec, key)!r}")

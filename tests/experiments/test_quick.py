@@ -73,7 +73,7 @@ def test_handwritten_quick(shared):
 def test_ablations_quick(shared):
     payload, markdown, _ = run_quick(shared, "ablations")
     variants = payload["numbers"]["handwritten"]
-    assert set(variants) == {"IMRO (surprisal H, agreement, modality dropout)", "R fixed uniform"}
+    assert set(variants) == {"IMRO (surprisal H, agreement, modality dropout, R-weighted vote)", "R fixed uniform"}
     assert "not run" not in markdown
 
 
@@ -98,6 +98,15 @@ def test_synth_quick(shared):
     assert len(seed["classification"]["missing"]["subsets"]) == 6
     assert 0.0 <= seed["captions"]["clean"]["imro"]["token_accuracy"] <= 1.0
     assert -1.0 <= seed["spearman"]["imro"]["pooled"] <= 1.0
+    kinds = seed["classification"]["kinds"]
+    assert set(kinds) == {"vision blur@2", "vision occlusion@0.5", "audio clipping@0.1", "audio babble@0",
+                          "text word_dropout@0.5", "text token_shuffle@1"}
+    assert set(kinds["audio babble@0"]) == {"imro", "imro+oracle"}
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["methods"]["imro"]
+    assert {"clean", "missing", "conflict", "spearman", "noise:vision@1", "noise:vision@1+oracle",
+            "vision blur@2", "vision blur@2+oracle"} <= set(row)
+    assert row["vision blur@2"] == pytest.approx(100 * kinds["vision blur@2"]["imro"]["accuracy"], abs=0.006)
     assert_pngs(out, ["imro_r_vs_quality.png", "reliability_report.png", "classification_noise_audio.png",
                       "captions_noise_text.png"])
 
@@ -105,7 +114,7 @@ def test_synth_quick(shared):
 def test_select_reliability_quick(shared):
     payload, markdown, out = run_quick(shared, "select_reliability")
     table = payload["table"]
-    assert set(table) == {"paper", "surprisal+agreement+dropout"}
+    assert set(table) == {"paper", "surprisal+agreement+dropout0.3+vote1.0"}
     for row in table.values():  # the score is the mean of the condition columns
         conditions = [v for k, v in row.items() if k != "score"]
         assert row["score"] == pytest.approx(sum(conditions) / len(conditions))

@@ -1,0 +1,84 @@
+"""The reliability-weighted vote of the unimodal heads (``model.reliability.decision``)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from imro_jax.models import build_model, parse_model_config
+from imro_jax.models.model import reliability_vote
+from models_testlib import make_batch, tiny_config
+
+
+def test_vote_is_the_log_linear_pool_by_hand():
+    rng = np.random.default_rng(0)
+    joint, unimodal = rng.normal(size=(4, 5)), rng.normal(size=(4, 3, 5))
+    weights = rng.dirichlet(np.ones(3), size=4)
+    got = reliability_vote(jnp.asarray(joint), jnp.asarray(unimodal), jnp.asarray(weights), 0.3, "classification")
+    want = 0.7 * log_softmax(joint, -1) + 0.3 * np.einsum("bm,bmc->bc", weights, log_softmax(unimodal, -1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vote_mixes_regression_means_and_ignores_variances():
+    joint = np.array([[1.0], [-2.0]])
+    unimodal = np.array([[[0.0, 3.0], [4.0, -1.0]], [[2.0, 0.0], [2.0, 5.0]]])
+    weights = np.array([[0.25, 0.75], [1.0, 0.0]])
+    got = reliability_vote(jnp.asarray(joint), jnp.asarray(unimodal), jnp.asarray(weights), 0.5, "regression")
+    np.testing.assert_allclose(got, [[0.5 * 1.0 + 0.5 * 3.0], [0.5 * -2.0 + 0.5 * 2.0]], rtol=1e-6)
+
+
+def test_vote_passes_no_gradient_to_the_weights():
+    rng = np.random.default_rng(1)
+    joint, unimodal = jnp.asarray(rng.normal(size=(2, 3))), jnp.asarray(rng.normal(size=(2, 2, 3)))
+    grad = jax.grad(lambda w: jnp.sum(reliability_vote(joint, unimodal, w, 0.5, "classification")))(
+        jnp.full((2, 2), 0.5))
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_model_output_is_the_vote_of_its_own_heads_and_weights(task):
+    cfg = tiny_config(task=task)
+    batch = make_batch(cfg, batch_size=6, seed=2)
+    batch["mask"] = {name: np.ones(6, bool) for name in cfg.modalities}
+    first = sorted(cfg.modalities)[0]
+    batch["mask"][first] = np.array([True, False, True, False, True, True])  # some absent: no vote
+    plain = build_model(cfg)
+    variables = plain.init({"params": jax.random.key(0)}, batch, train=False)
+    cfg.reliability = dict(cfg.reliability, decision=0.4)
+    voted = build_model(cfg)
+    out0, out1 = (m.apply(variables, batch, train=False) for m in (plain, voted))
+    r, u = np.asarray(out0.reliability, np.float64), np.asarray(out0.unimodal_logits, np.float64)
+    assert np.all(r[~batch["mask"][first], 0] == 0.0)
+    if task == "regression":
+        want = 0.6 * np.asarray(out0.logits) + 0.4 * np.einsum("bm,bm->b", r, u[..., 0])
+    else:
+        want = 0.6 * log_softmax(np.asarray(out0.logits, np.float64), -1) + 0.4 * np.einsum(
+            "bm,bmc->bc", r, log_softmax(u, -1))
+    np.testing.assert_allclose(out1.logits, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out1.reliability, out0.reliability, rtol=1e-6)
+
+
+def test_uniform_fusion_ignores_the_vote():
+    cfg = tiny_config(fusion="uniform")
+    batch = make_batch(cfg, batch_size=4)
+    model = build_model(cfg)
+    variables = model.init({"params": jax.random.key(0)}, batch, train=False)
+    cfg.reliability = dict(cfg.reliability, decision=0.5)
+    np.testing.assert_array_equal(build_model(cfg).apply(variables, batch, train=False).logits,
+                                  model.apply(variables, batch, train=False).logits)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_bad_vote_weight_is_named(value):
+    cfg = tiny_config()
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=value)
+    with pytest.raises(ValueError, match="model.reliability.decision"):
+        parse_model_config(cfg)
+
+
+def test_vote_is_refused_for_generation():
+    cfg = tiny_config(task="generation")
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5)
+    with pytest.raises(ValueError, match="decision.*generation"):
+        parse_model_config(cfg)
