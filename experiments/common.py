@@ -68,7 +68,7 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None = None,
     parser = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
     if extra is not None:
         extra(parser)
-    parser.add_argument("--quick", action="store_true", help="tiny CI setting: 1 seed, few steps")
+    parser.add_argument("--quick", action="store_true", help="tiny CI setting: 1 seed, few steps, one Transformer block")
     parser.add_argument("--out", default=str(RESULTS / name), help="results directory")
     parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     parser.add_argument("--steps", type=int, default=None, help="override the train steps per run")
@@ -142,7 +142,8 @@ def train_overrides(args: argparse.Namespace, *, full_steps: int | None = None) 
     if args.quick:  # every quick run logs each step and keeps a mid-run checkpoint (the stability
         # experiment needs both), so all experiments' quick runs of one config are the same run
         overrides.update({"train.log_every": 1, "checkpoint.every_steps": QUICK_STEPS // 2,
-                          "checkpoint.keep_last": 3})
+                          "checkpoint.keep_last": 3,
+                          "model.depth": 1})  # one block per encoder: compiling dominates these runs
     return overrides
 
 
