@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -19,7 +21,6 @@ import pathlib
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,10 +29,13 @@ import jax
 import ml_collections
 import numpy as np
 
+import imro_jax
 from imro_jax.data import make_pipeline
 from imro_jax.models import build_model
 from imro_jax.models import registry
+from imro_jax.train import checkpoint as checkpoint_lib
 from imro_jax.train import loop
+from imro_jax.train import workdir as workdir_lib
 from imro_jax.train.config import load_config_file
 from imro_jax.train.model_task import model_task
 from results_io import markdown_table  # noqa: F401 (the experiments call common.markdown_table)
@@ -39,7 +43,6 @@ from results_io import markdown_table  # noqa: F401 (the experiments call common
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
 RESULTS = REPO / "experiments" / "results"
-SCRATCH = pathlib.Path(tempfile.gettempdir()) / "imro_experiments"
 # A method is a fusion plus the overrides that define it. "imro" is the experiment config's
 # default IMRO; "imro_paper" is the paper's estimator taken literally (R from the unimodal
 # head's predictive entropy alone, no agreement term), trained the same way.
@@ -67,15 +70,16 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None = None,
     parser = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
     if extra is not None:
         extra(parser)
-    parser.add_argument("--quick", action="store_true", help="tiny CI setting: 1 seed, few steps")
+    parser.add_argument("--quick", action="store_true", help="tiny CI setting: 1 seed, few steps, one Transformer block")
     parser.add_argument("--out", default=str(RESULTS / name), help="results directory")
     parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     parser.add_argument("--steps", type=int, default=None, help="override the train steps per run")
     parser.add_argument("--data_dir", default=os.environ.get("TFDS_DATA_DIR", ""),
                         help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    parser.add_argument("--workdir", default=str(SCRATCH / "runs"),
-                        help="root of the run directories (one per config; a finished run is reused, "
-                             "shared by the experiments; default %(default)s)")
+    parser.add_argument("--workdir", default=str(cache_dir() / "runs"),
+                        help="root of the run cache, shared by the experiments: one run per config "
+                             "and code version, a finished run is reused (default %(default)s; "
+                             "$IMRO_CACHE_DIR moves the cache)")
     args = parser.parse_args(argv)
     args.command = command_line(name, sys.argv[1:] if argv is None else argv)
     args.out = pathlib.Path(args.out)
@@ -140,14 +144,15 @@ def train_overrides(args: argparse.Namespace, *, full_steps: int | None = None) 
     if args.quick:  # every quick run logs each step and keeps a mid-run checkpoint (the stability
         # experiment needs both), so all experiments' quick runs of one config are the same run
         overrides.update({"train.log_every": 1, "checkpoint.every_steps": QUICK_STEPS // 2,
-                          "checkpoint.keep_last": 3})
+                          "checkpoint.keep_last": 3,
+                          "model.depth": 1})  # one block per encoder: compiling dominates these runs
     return overrides
 
 
 def enable_compilation_cache(directory: pathlib.Path | None = None) -> None:
-    """Persistent XLA cache (default ``$IMRO_XLA_CACHE`` or a temp dir shared by the experiments):
-    runs that differ only in seed reuse one compiled train step."""
-    directory = pathlib.Path(directory or os.environ.get("IMRO_XLA_CACHE", SCRATCH / "xla_cache"))
+    """Persistent XLA cache (default ``$IMRO_XLA_CACHE`` or ``cache_dir() / "xla_cache"``, shared by
+    the experiments): runs that differ only in seed reuse one compiled train step."""
+    directory = pathlib.Path(directory or os.environ.get("IMRO_XLA_CACHE", cache_dir() / "xla_cache"))
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -221,17 +226,65 @@ def run_name(config: ml_collections.ConfigDict) -> str:
             f"-steps{config.train.num_steps}-{digest}")
 
 
+def cache_dir() -> pathlib.Path:
+    """The experiments' cache (runs and compiled programs): ``$IMRO_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/imro-jax``, else ``~/.cache/imro-jax``; one per user, never a shared /tmp path."""
+    if os.environ.get("IMRO_CACHE_DIR"):
+        return pathlib.Path(os.environ["IMRO_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(xdg).expanduser() / "imro-jax"
+
+
+CODE_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy")  # their versions can change a run's numbers
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the code that trains a run: every ``*.py`` file of the imported ``imro_jax``
+    package (path and bytes) and the versions of ``CODE_PACKAGES``.
+
+    It reads the files Python actually imports, so it works the same from a checkout, a dirty
+    tree or an installed wheel without git (a git HEAD would miss uncommitted edits, need git
+    and a checkout, and change with every commit that only touches tests or docs). The experiment
+    scripts are not hashed: what they decide reaches a run only through its config, which
+    :func:`run_name` hashes whole, and leaving them out lets the experiments share runs."""
+    digest = hashlib.sha256()
+    package = pathlib.Path(imro_jax.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in CODE_PACKAGES:
+        digest.update(f"{name}=={importlib.metadata.version(name)}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+def run_dir(config: ml_collections.ConfigDict, root: pathlib.Path) -> pathlib.Path:
+    """``root / code-<code_fingerprint()> / run_name(config)``: a changed checkout never reuses
+    runs that older code trained (delete the other ``code-*`` folders to free their space)."""
+    return pathlib.Path(root) / f"code-{code_fingerprint()}" / run_name(config)
+
+
 def train(config: ml_collections.ConfigDict, root: pathlib.Path, *, log=print) -> Trained:
-    """Trains ``config`` with ``imro_jax.train.loop.train`` in ``root / run_name(config)``; a
-    finished run there is reused (the loop resumes from its last checkpoint)."""
-    workdir = pathlib.Path(root) / run_name(config)
+    """Trains ``config`` with ``imro_jax.train.loop.train`` in ``run_dir(config, root)``; a run
+    there is reused (finished) or resumed from its last checkpoint. A run killed before its first
+    checkpoint (logged steps, no committed checkpoint) is archived under its ``previous/`` and
+    trained again, since the trainer would refuse it."""
+    workdir = run_dir(config, root)
     task = model_task(config)
     start = time.perf_counter()
-    final = loop.train(config, workdir, task)
+    start_over = _no_checkpoint_left(workdir)
+    if start_over:
+        log(f"  {workdir} holds an unfinished run without a checkpoint (killed?); training it again")
+    final = loop.train(config, workdir, task, start_over=start_over)
     seconds = time.perf_counter() - start
     variables = loop.restore_variables(config, workdir, task)
     log(f"  trained {config.model.fusion} seed {config.seed}: {config.train.num_steps} steps in {seconds:.0f}s")
     return Trained(build_model(config.model), variables, config, workdir, final, seconds)
+
+
+def _no_checkpoint_left(workdir: pathlib.Path) -> bool:
+    """Whether ``workdir`` holds a run (``workdir_lib.holds_run``) without a committed checkpoint
+    (read only: a trainer still running there keeps its lock, and ``loop.train`` refuses)."""
+    return workdir_lib.holds_run(workdir) and not checkpoint_lib.committed_steps(workdir / "checkpoints")
 
 
 # ----------------------------------------------------------------------------- data

@@ -78,10 +78,10 @@ def main(argv=None) -> dict:
     steps_grid = {"gaussian": [0.0, 0.1, 0.3, 1.0, 3.0], "blank": [0.0, 0.25, 0.5, 0.75, 1.0]}
     by_level = reports.reliability_by_level(
         predictors["imro"], test, {m: (NOISE[m][0], steps_grid[NOISE[m][0]]) for m in modalities})
-    reports.plot_curves(
-        range(5), {f"R[{m}] ({by_level[m]['corruption']})": by_level[m]["R_corrupted"] for m in modalities},
-        args.out / "quickstart.png", xlabel="severity step (noise std 0, .1, .3, 1, 3; blanking 0 .. 1)",
-        ylabel="mean R of the corrupted modality", title="IMRO reliability as one modality degrades")
+    reports.plot_reliability_by_level(
+        by_level, args.out / "quickstart.png", title="IMRO reliability as one modality degrades",
+        xlabels={"gaussian": "Gaussian noise std\n(vision pixels in [0, 1], audio in [-1, 1])",
+                 "blank": "fraction of text tokens blanked"})
     numbers["reliability_by_level"] = {m: {k: v for k, v in d.items() if k != "reliability"}
                                        for m, d in by_level.items()}
     markdown = (f"# Quickstart: IMRO vs uniform fusion on imro_synth/small\n\n{steps} train steps per method, "

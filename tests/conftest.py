@@ -22,3 +22,24 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+# ----------------------------------------------------------------------------- scheduling
+# CI runs `-n auto --dist loadfile`: one test file at a time per worker. By default pytest-xdist
+# hands the files out by number of tests, most first, which started the few long files (the
+# experiments' end-to-end runs, many minutes each, few tests) last and left one worker running
+# them alone at the end. The longest go first here instead (longest-first is the classic rule for
+# short makespans), so the many short files fill in beside them.
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order made below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Orders the files by their number of `slow` tests, most first (stable otherwise)."""
+    slow = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])

@@ -203,9 +203,7 @@ def plot_curves(
         if bands and label in bands:
             band = np.asarray(bands[label], float)
             ax.fill_between(levels, values - band, values + band, color=line.get_color(), alpha=0.15)
-    positive = levels[levels > 0]
-    if positive.size >= 2 and positive.max() / positive.min() >= 100:
-        ax.set_xscale("symlog", linthresh=float(positive.min()))
+    _x_scale(ax, levels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -213,6 +211,52 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
+
+
+def _x_scale(ax, levels: np.ndarray, decades: float = 2.0) -> None:
+    """A symlog x axis when the positive ``levels`` span at least ``decades`` decades."""
+    positive = levels[levels > 0]
+    if positive.size >= 2 and positive.max() / positive.min() >= 10.0**decades:
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+
+
+def reliability_by_level_figure(by_level: Mapping[str, Mapping[str, Any]], *, title: str = "",
+                                xlabels: Mapping[str, str] | None = None) -> Figure:
+    """The output of :func:`reliability_by_level` drawn against the real corruption levels: one
+    panel per corruption (modalities corrupted the same way share it), each modality's mean R as
+    its own corruption grows, and a dotted line at the uniform weight 1/M.
+
+    Args:
+      by_level: ``reliability_by_level(...)``.
+      title: figure title.
+      xlabels: per corruption name, its x-axis label (default ``"<name> level"``).
+    """
+    corruptions = list(dict.fromkeys(d["corruption"] for d in by_level.values()))
+    num_modalities = next(iter(by_level.values()))["reliability"].shape[-1]
+    fig = Figure(figsize=(4.0 * len(corruptions), 3.2))
+    axes = fig.subplots(1, len(corruptions), squeeze=False, sharey=True)[0]
+    for ax, corruption in zip(axes, corruptions):
+        for k, (m, d) in enumerate(by_level.items()):
+            if d["corruption"] == corruption:  # one colour per modality across the panels
+                ax.plot(d["levels"], d["R_corrupted"], marker="o", markersize=3, label=f"R[{m}]", color=f"C{k}")
+                levels = np.asarray(d["levels"], float)
+                _x_scale(ax, levels, decades=1.0)
+                ax.set_xticks(levels, [f"{level:g}" for level in levels], fontsize=7)
+                ax.minorticks_off()
+        ax.axhline(1.0 / num_modalities, color="grey", lw=1.0, ls=":",
+                   label=f"uniform 1/M = 1/{num_modalities}")
+        ax.set_xlabel((xlabels or {}).get(corruption, f"{corruption} level"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("mean R of the corrupted modality")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_reliability_by_level(by_level: Mapping[str, Mapping[str, Any]], path, **kwargs) -> pathlib.Path:
+    """Writes :func:`reliability_by_level_figure` (same keyword arguments) to ``path``."""
+    return _save(reliability_by_level_figure(by_level, **kwargs), path)
 
 
 def plot_sweep(result: SweepResult, path, *, metric: str = "accuracy", methods: Sequence[str] | None = None,

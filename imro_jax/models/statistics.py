@@ -76,8 +76,16 @@ def _out_of_fold_scores(model, variables, batch: dict, valid: jax.Array, fold_st
 
 def _density_stats(stats: GaussianStats, spec) -> dict:
     """``reliability_stats`` density entries from summed statistics (leading axes kept)."""
-    rel = spec.reliability
-    fit = functools.partial(fit_gaussian_density, shrinkage=rel.shrinkage, rank=rel.rank or None)
+    return _fit_densities(stats, spec.reliability.shrinkage, spec.reliability.rank or None)
+
+
+# One compiled program each (op by op, the fit and the calibration compiled dozens of small ones).
+_fit_calibration = jax.jit(fit_calibration, static_argnames=("quantile", "axis"))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _fit_densities(stats: GaussianStats, shrinkage: float, rank: int | None) -> dict:
+    fit = functools.partial(fit_gaussian_density, shrinkage=shrinkage, rank=rank)
     lead = stats.count.ndim - 1
     for _ in range(lead):
         fit = jax.vmap(fit)
@@ -141,8 +149,8 @@ def fit_reliability_stats(
         s, u = _out_of_fold_scores(model, params, batch, valid, fold_stats)
         scores.append(np.asarray(to_host(s)))
         used.append(np.asarray(to_host(u)))
-    calibration = fit_calibration(np.concatenate(scores), quantile=spec.reliability.quantile,
-                                  weight=np.concatenate(used))
+    calibration = _fit_calibration(np.concatenate(scores), quantile=spec.reliability.quantile,
+                                   weight=np.concatenate(used))
     whole = _density_stats(jax.tree.map(lambda x: jnp.sum(x, axis=0), total), spec)  # [M, ...]
     fitted = dict(whole, location=calibration.location, scale=calibration.scale, threshold=calibration.threshold)
     return {"estimator": {k: jnp.asarray(v, jnp.float32) for k, v in fitted.items()}}

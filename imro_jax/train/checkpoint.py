@@ -107,6 +107,13 @@ class DataStateRestore(ocp.args.CheckpointArgs):
     pass
 
 
+def committed_steps(directory) -> list[int]:
+    """The committed (finalized) checkpoint steps in `directory`, ascending, listed without a
+    checkpoint manager: nothing is created, moved or removed, so a trainer saving there is not
+    disturbed. Interrupted saves (Orbax temporary directories) are not steps; [] without `directory`."""
+    return sorted(ocp.path.step.checkpoint_steps(directory))
+
+
 # ---- fingerprints -----------------------------------------------------------------------
 
 

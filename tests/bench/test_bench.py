@@ -160,6 +160,7 @@ def smoke_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", list(SMOKE_RUNS))
 def test_benchmark_runs_tiny(smoke_runs, script):
     if script == "peer_torch.py" and not HAS_TORCH:

@@ -25,6 +25,7 @@ def test_notebook_is_committed_clean(path):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs committed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)

@@ -84,3 +84,26 @@ def test_plots_are_written(batch, tmp_path):
                                             tmp_path / "rq.png", title="t"),
     ]
     assert all(_is_png(p) for p in paths)
+
+
+def test_reliability_by_level_figure_has_the_real_levels_and_the_uniform_line(tmp_path):
+    weights = np.full((5, 4, 3), 1 / 3)  # [L, B, M]
+    by_level = {
+        "audio": {"corruption": "gaussian", "levels": [0.0, 0.1, 0.3, 1.0, 3.0], "R_corrupted": [0.4, 0.4, 0.3, 0.2, 0.1],
+                  "reliability": weights},
+        "text": {"corruption": "blank", "levels": [0.0, 0.25, 0.5, 0.75, 1.0], "R_corrupted": [0.3, 0.3, 0.2, 0.1, 0.0],
+                 "reliability": weights},
+        "vision": {"corruption": "gaussian", "levels": [0.0, 0.1, 0.3, 1.0, 3.0], "R_corrupted": [0.3, 0.3, 0.3, 0.2, 0.1],
+                   "reliability": weights},
+    }
+    fig = reports.reliability_by_level_figure(by_level, xlabels={"blank": "blanked"})
+    gaussian, blank = fig.axes
+    assert blank.get_xlabel() == "blanked" and gaussian.get_xlabel() == "gaussian level"
+    curves = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    np.testing.assert_allclose(curves["R[audio]"].get_xdata(), by_level["audio"]["levels"])
+    np.testing.assert_allclose(curves["R[text]"].get_xdata(), by_level["text"]["levels"])
+    assert {line.get_label() for line in gaussian.get_lines()} == {"R[audio]", "R[vision]", "uniform 1/M = 1/3"}
+    for ax in fig.axes:
+        (uniform,) = [line for line in ax.get_lines() if line.get_label().startswith("uniform")]
+        np.testing.assert_allclose(uniform.get_ydata(), [1 / 3, 1 / 3])
+    assert _is_png(reports.plot_reliability_by_level(by_level, tmp_path / "r.png"))

@@ -26,6 +26,12 @@ def scalar_feature(dtype, doc: str) -> tfds.features.Scalar:
 # TFDS keeps a split's write-shuffle buffer in memory up to 1 GB, then spills it to temporary
 # bucket files through ``tf.io.gfile``, which needs TensorFlow. Our builders must build without
 # TensorFlow, so the buffer stays in memory up to this size (peak host memory ~ largest split).
+# TFDS has no public setting for it. ``DatasetInfo(disable_shuffling=True)`` does not avoid it:
+# in tensorflow-datasets 4.9.10 (the newest release) a generator-based build still goes through
+# ``shuffle.Shuffler``, which only sorts by the example key instead of its hash and spills the same
+# way (checked: a disable_shuffling build past the limit fails with "No module named
+# 'tensorflow'"); it would also reorder every stored split. Only Beam's ``nondeterministic_order``
+# writer skips the Shuffler, and Beam is a far larger dependency than this scoped, restored setting.
 IN_MEMORY_SHUFFLE_BYTES = 64 << 30
 
 
