@@ -25,21 +25,16 @@ import sys
 import numpy as np
 
 import common
-import handwritten
-import synth
+from imro_jax.data.synth import MODALITIES, quality_matrix
+from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
+from imro_jax.train.config import with_overrides
 
 NAME = "ablations"
 
 
-def r_unnormalised(config) -> dict:
-    """``model.reliability.normalize = False``: R = I / (H + eps) itself, not on the simplex (the
-    key is optional and absent from the configs, which use the paper's normalised R)."""
-    return {"model.reliability": {**config.model.reliability.to_dict(), "normalize": False}}
-
-
-# Each variant: config overrides, or a function of the base config returning them.
+# Each variant: its config overrides.
 DEFAULT = "IMRO (surprisal H, agreement, modality dropout, R-weighted vote)"
 VARIANTS = {
     DEFAULT: {},
@@ -55,14 +50,17 @@ VARIANTS = {
     "H: Gaussian embedding entropy": {"model.reliability.entropy": "gaussian"},
     "H: entropy of softmax(embedding)": {"model.reliability.entropy": "embedding"},
     "I bound: InfoNCE": {"loss.mi_bound": "infonce"},
-    "R unnormalised": r_unnormalised,
+    "R unnormalised": {"model.reliability.normalize": False},  # the raw ratio I / (H + eps)
 }
 SETTINGS = {
     "full": dict(seeds=3, datasets=("handwritten", "synth"), variants=tuple(VARIANTS),
                  handwritten=dict(sigmas=[0.0, 0.1, 0.3, 1.0, 3.0, 10.0], subset_stride=1),
-                 synth=dict(synth.SETTINGS["full"], eval_examples=1000)),
+                 synth=dict(builder="default", eval_examples=1000, noise=protocols.SYNTH_NOISE)),
     "quick": dict(seeds=1, datasets=("handwritten",), variants=(DEFAULT, "R fixed uniform"),
-                  handwritten=dict(sigmas=[0.0, 1.0], subset_stride=7), synth=synth.SETTINGS["quick"]),
+                  handwritten=dict(sigmas=[0.0, 1.0], subset_stride=7),
+                  synth=dict(builder="small", eval_examples=128, noise={"text": ("blank", [0.0, 1.0]),
+                                                                        "vision": ("gaussian", [0.0, 1.0]),
+                                                                        "audio": ("gaussian", [0.0, 1.0])})),
 }
 CONFIGS = {"handwritten": "handwritten", "synth": "trimodal"}
 COLUMNS = {
@@ -73,7 +71,9 @@ COLUMNS = {
 
 
 def handwritten_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
-    result = handwritten.evaluate_seed({"m": trained}, data["test"], data["train"], seed, setting)
+    predictors = {"m": sw.model_predictor(trained.model, trained.variables)}
+    result = protocols.handwritten_protocol(predictors, data["test"], data["train"], seed=seed,
+                                            sigmas=setting["sigmas"], subset_stride=setting["subset_stride"])
     noise = result["noise"]
     curve = noise.curve("m", "accuracy")
     weights = noise.curve("m", "R_corrupted")
@@ -87,11 +87,11 @@ def handwritten_numbers(trained: common.Trained, data: dict, seed: int, setting:
 def synth_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
     predictors = {"m": sw.model_predictor(trained.model, trained.variables)}
     test = data["test"]
-    result = synth.evaluate(predictors, test, setting, seed, scorer=sw.classification_scorer, oracle=(),
-                            num_classes=trained.config.data.num_classes)
+    result = protocols.modality_protocol(predictors, test, noise=setting["noise"], seed=seed,
+                                         num_classes=trained.config.data.num_classes)
     noisy = np.mean([r.curve("m", "accuracy")[-1] for r in result["noise"].values()])
-    rho = reports.reliability_quality_correlation(predictors["m"](test)["reliability"], synth.quality_matrix(test),
-                                                  synth.MODALITIES)
+    rho = reports.reliability_quality_correlation(predictors["m"](test)["reliability"], quality_matrix(test),
+                                                  MODALITIES)
     return dict(zip(COLUMNS["synth"], (
         result["clean"]["m"]["accuracy"], float(noisy), float(result["missing"].curve("m", "accuracy")[0]),
         result["conflict"]["m"]["accuracy"], rho["pooled"],
@@ -99,12 +99,6 @@ def synth_numbers(trained: common.Trained, data: dict, seed: int, setting: dict)
 
 
 NUMBERS = {"handwritten": handwritten_numbers, "synth": synth_numbers}
-
-
-def variant_overrides(variant: str, config) -> dict:
-    """The overrides of ``variant`` applied to ``config``."""
-    overrides = VARIANTS[variant]
-    return overrides(config) if callable(overrides) else overrides
 
 
 def load_data(dataset: str, config, setting: dict) -> dict:
@@ -120,7 +114,7 @@ def main(argv=None) -> dict:
     setting["datasets"] = tuple(args.datasets or setting["datasets"])
     numbers = {}  # dataset -> variant -> list over seeds of {column: value}
     for dataset in setting["datasets"]:
-        overrides = common.train_overrides(args, full_steps=synth.FULL_STEPS if dataset == "synth" else None)
+        overrides = common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS if dataset == "synth" else None)
         if dataset == "synth":
             overrides["data.builder_config"] = setting["synth"]["builder"]
         data = None
@@ -128,16 +122,15 @@ def main(argv=None) -> dict:
         for seed in range(setting["seeds"]):
             for variant in setting["variants"]:
                 config = common.load_config(CONFIGS[dataset], {**overrides, "seed": seed})
-                config = common.with_overrides(config, variant_overrides(variant, config))
+                config = with_overrides(config, VARIANTS[variant])
                 trained = common.train(config, args.workdir)
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
     steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
-        args, full_steps=synth.FULL_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
+        args, full_steps=protocols.SYNTH_TRAIN_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
     markdown = render(numbers, setting, mode, steps, args.command)
-    described = {v: o if isinstance(o, dict) else o.__doc__ for v, o in VARIANTS.items()}
-    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": described,
+    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": VARIANTS,
                "numbers": numbers, "environment": common.environment()}
     common.write_results(args.out, payload, markdown)
     print(markdown)

@@ -35,6 +35,7 @@ import common
 from configs.cmu_mosei_class7 import seven_class
 from imro_jax.data import datasets
 from imro_jax.data.builders import cmu_affect
+from imro_jax.train.config import with_overrides
 from imro_jax.eval import affect_report, reports
 from imro_jax.eval import sweep as sweep_lib
 from imro_jax.models import parse_model_config
@@ -79,7 +80,7 @@ def require_pickle(dataset: str, manual_dir: str) -> None:
 def supports(config, fusion: str) -> bool:
     """Whether the model accepts ``fusion`` for the config's task (the spec's own check)."""
     try:
-        parse_model_config(common.with_overrides(config, {"model.fusion": fusion}).model)
+        parse_model_config(with_overrides(config, {"model.fusion": fusion}).model)
     except ValueError:
         return False
     return True
@@ -104,7 +105,7 @@ def evaluate(trained: dict, test: dict, scorer, setting: dict, seed: int) -> dic
 
 
 def train_all(configs: dict, methods: list[str], seed: int, workdir: pathlib.Path) -> dict:
-    return {m: common.train(common.with_overrides(configs, {"model.fusion": m, "seed": seed}), workdir)
+    return {m: common.train(with_overrides(configs, {"model.fusion": m, "seed": seed}), workdir)
             for m in methods}
 
 
@@ -120,7 +121,7 @@ def main(argv=None) -> dict:
     datasets.prepare_dataset(regression.data)
     train_scores = common.load_split(regression.data, "train")["label"]
     variance = float(np.var(train_scores.astype(np.float64)))
-    regression = common.with_overrides(regression, {"model.label_variance": variance})
+    regression = with_overrides(regression, {"model.label_variance": variance})
     class7 = seven_class(regression)
     methods = {"regression": list(setting["regression"] or [f for f in FUSIONS if supports(regression, f)])}
     methods["class7"] = list(setting["class7"] or [f for f in FUSIONS if f not in methods["regression"]])

@@ -36,7 +36,7 @@ from imro_jax.models import registry
 from imro_jax.train import checkpoint as checkpoint_lib
 from imro_jax.train import loop
 from imro_jax.train import workdir as workdir_lib
-from imro_jax.train.config import load_config_file
+from imro_jax.train.config import load_config_file, with_overrides
 from imro_jax.train.model_task import model_task
 from results_io import markdown_table  # noqa: F401 (the experiments call common.markdown_table)
 
@@ -162,23 +162,9 @@ def enable_compilation_cache(directory: pathlib.Path | None = None) -> None:
 
 
 def load_config(name: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-    """``experiments/configs/<name>.py`` with ``{"section.key": value}`` overrides (keys must exist)."""
-    config = load_config_file(CONFIGS / f"{name}.py")
-    return with_overrides(config, overrides or {})
-
-
-def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with dotted-key overrides; unknown keys raise ``KeyError``."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"config has no key {dotted!r} (known under it: {sorted(node.keys())})")
-        node[leaf] = value
-    return config
+    """``experiments/configs/<name>.py`` with ``{"section.key": value}`` overrides, locked
+    (``imro_jax.train.config.with_overrides``: keys must exist, values keep their types)."""
+    return with_overrides(load_config_file(CONFIGS / f"{name}.py"), overrides or {})
 
 
 # ----------------------------------------------------------------------------- training
@@ -192,8 +178,6 @@ class Trained:
     variables: dict
     config: ml_collections.ConfigDict
     workdir: pathlib.Path
-    final_metrics: dict[str, float]
-    seconds: float
 
     def history(self) -> list[dict]:
         """The run's ``metrics.jsonl`` records (train logs and evals)."""
@@ -274,11 +258,11 @@ def train(config: ml_collections.ConfigDict, root: pathlib.Path, *, log=print) -
     start_over = _no_checkpoint_left(workdir)
     if start_over:
         log(f"  {workdir} holds an unfinished run without a checkpoint (killed?); training it again")
-    final = loop.train(config, workdir, task, start_over=start_over)
+    loop.train(config, workdir, task, start_over=start_over)
     seconds = time.perf_counter() - start
     variables = loop.restore_variables(config, workdir, task)
     log(f"  trained {config.model.fusion} seed {config.seed}: {config.train.num_steps} steps in {seconds:.0f}s")
-    return Trained(build_model(config.model), variables, config, workdir, final, seconds)
+    return Trained(build_model(config.model), variables, config, workdir)
 
 
 def _no_checkpoint_left(workdir: pathlib.Path) -> bool:

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import numpy as np
 
 import common
-from imro_jax.data.builders.handwritten import NUM_CLASSES, VIEWS
+from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sweep_lib
 
@@ -50,44 +49,16 @@ SETTINGS = {
                   methods=("imro", "uniform", "late")),
 }
 METRICS = ("accuracy", "nll", "ece", "auroc")
-# Other corruption kinds, each on 3 of the 6 views (the same triples as the noise sweep):
-# column name -> (imro_jax.data corruption, level).
-KINDS = {
-    "noise@0.05": ("gaussian", 0.05),  # small noise
-    "feature_dropout@0.5": ("feature_dropout", 0.5),  # half of the features zeroed
-    "shuffle": ("shuffle", 1.0),  # the features of each view permuted within the sample
-    "misaligned": ("misaligned", 1.0),  # the views taken from another, random test sample
-    "stuck@0.5": ("stuck", 0.5),  # a constant sensor (features in [0, 1] after min-max scaling)
-}
+KINDS = protocols.HANDWRITTEN_KINDS  # the other corruption kinds, each on 3 of the 6 views
 
 
 def evaluate_seed(trained: dict[str, common.Trained], test: dict, train_batch: dict, seed: int, setting: dict):
-    """All test-time numbers of one seed's models (see the module docstring)."""
+    """All test-time numbers of one seed's models (``imro_jax.eval.protocols.handwritten_protocol``)
+    and their training speed."""
     predictors = {m: sweep_lib.model_predictor(t.model, t.variables) for m, t in trained.items()}
-    methods = list(predictors)
-    key = jax.random.key(10_000 + seed)
-    rcml = sweep_lib.rcml_conflictive(
-        test, key=key, num_classes=NUM_CLASSES, pool=sweep_lib.class_prototypes(train_batch, NUM_CLASSES)
-    )
-    conflict = sweep_lib.corrupt(test, "conflict", 1.0, VIEWS, key=jax.random.fold_in(key, 1), fraction=0.4,
-                                 num_classes=NUM_CLASSES)
-    subsets = sweep_lib.modality_subsets(VIEWS, 3)[:: setting["subset_stride"]]
-    noise = sweep_lib.sweep(predictors, test, corruption="gaussian", levels=setting["sigmas"], subsets=subsets,
-                            seed=seed, oracle=methods)
-    kinds = {}
-    for column, (corruption, level) in KINDS.items():
-        result = sweep_lib.sweep(predictors, test, corruption=corruption, levels=[level], subsets=subsets,
-                                 seed=seed, oracle=methods)
-        kinds[column] = {name: {"accuracy": float(result.curve(name, "accuracy")[0])}
-                         for name in [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]}
-    return {
-        "clean": sweep_lib.score_predictors(predictors, test),
-        "conflictive": sweep_lib.score_predictors(predictors, rcml, oracle=methods),
-        "conflict_only": sweep_lib.score_predictors(predictors, conflict, oracle=methods),
-        "noise": noise,
-        "kinds": kinds,
-        "steps_per_s": {m: t.steps_per_second() for m, t in trained.items()},
-    }
+    result = protocols.handwritten_protocol(predictors, test, train_batch, seed=seed, sigmas=setting["sigmas"],
+                                            subset_stride=setting["subset_stride"])
+    return {**result, "steps_per_s": {m: t.steps_per_second() for m, t in trained.items()}}
 
 
 def noise_tables(per_seed: list[dict], methods: list[str]) -> tuple[str, dict]:

@@ -24,6 +24,7 @@ import jax
 import common
 from imro_jax.data import prepare_dataset
 from imro_jax.eval import reports
+from imro_jax.train.config import with_overrides
 from imro_jax.eval import sweep as sw
 
 NAME = "quickstart"
@@ -56,7 +57,7 @@ def main(argv=None) -> dict:
     modalities = sorted(NOISE)
 
     print(f"[2/3] training {', '.join(METHODS)} for {steps} steps each", flush=True)
-    trained = {m: common.train(common.with_overrides(base, common.method_overrides(m)), args.workdir) for m in METHODS}
+    trained = {m: common.train(with_overrides(base, common.method_overrides(m)), args.workdir) for m in METHODS}
     predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in trained.items()}
 
     print("[3/3] evaluating clean, noisy and missing modalities", flush=True)

@@ -23,69 +23,23 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import numpy as np
 
 import common
-from imro_jax.data.synth import MODALITIES
+from imro_jax.data.synth import MODALITIES, quality_matrix
+from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
 
 NAME = "synth"
-FULL_STEPS = 1000
 SETTINGS = {
     "full": dict(seeds=3, builder="default", eval_examples=2000, methods=tuple(common.METHODS),
-                 caption_methods=common.TOKEN_METHODS,
-                 noise={"text": ("blank", [0.0, 0.25, 0.5, 0.75, 1.0]),
-                        "vision": ("gaussian", [0.0, 0.1, 0.3, 1.0, 3.0]),
-                        "audio": ("gaussian", [0.0, 0.03, 0.1, 0.3, 1.0])}),
+                 caption_methods=common.TOKEN_METHODS, noise=protocols.SYNTH_NOISE),
     "quick": dict(seeds=1, builder="small", eval_examples=128, methods=("imro",),
                   caption_methods=("imro",),
                   noise={"text": ("blank", [0.0, 1.0]), "vision": ("gaussian", [0.0, 1.0]),
                          "audio": ("gaussian", [0.0, 1.0])}),
 }
-
-
-# Harder corruptions, one modality at a time (column -> modality, corruption, level); see
-# imro_jax.data.corruptions for what each level means.
-KINDS = {
-    "vision blur@2": ("vision", "blur", 2.0),  # Gaussian blur, std 2 pixels
-    "vision occlusion@0.5": ("vision", "occlusion", 0.5),  # a zeroed square, half the side
-    "audio clipping@0.1": ("audio", "clipping", 0.1),  # hard clipping at 10% of the peak
-    "audio babble@0": ("audio", "babble", 0.0),  # 4 other samples' audio mixed in at 0 dB SNR
-    "text word_dropout@0.5": ("text", "word_dropout", 0.5),  # half the words removed
-    "text token_shuffle@1": ("text", "token_shuffle", 1.0),  # the words of every sample shuffled
-}
-
-
-def quality_matrix(batch: dict) -> np.ndarray:
-    """Ground-truth quality ``[B, M]`` in the model's (sorted) modality order."""
-    return np.stack([np.asarray(batch["quality"][m]) for m in MODALITIES], axis=1)
-
-
-def evaluate(predictors, test, setting, seed, *, scorer, oracle, num_classes, kinds=True) -> dict:
-    """Noise per modality, missing patterns, conflict and (``kinds``) the harder corruptions of
-    :data:`KINDS` for one set of predictors."""
-    key = jax.random.key(20_000 + seed)
-    noise = {
-        m: sw.sweep(predictors, test, corruption=name, levels=levels, subsets=[(m,)], seed=seed + 31 * i,
-                    oracle=oracle, scorer=scorer)
-        for i, (m, (name, levels)) in enumerate(sorted(setting["noise"].items()))
-    }
-    missing = sw.sweep(predictors, test, corruption="missing", levels=[1.0], subsets=sw.proper_subsets(MODALITIES),
-                       seed=seed, scorer=scorer)
-    conflicted = sw.corrupt(test, "conflict", 1.0, MODALITIES, key=key, fraction=1.0, num_classes=num_classes)
-    scored_kinds = {}
-    for i, (column, (modality, name, level)) in enumerate(KINDS.items() if kinds else ()):
-        corrupted = sw.corrupt(test, name, level, (modality,), key=jax.random.fold_in(key, 100 + i))
-        scored_kinds[column] = sw.score_predictors(predictors, corrupted, oracle=oracle, scorer=scorer)
-    return {
-        "kinds": scored_kinds,
-        "clean": sw.score_predictors(predictors, test, scorer=scorer),
-        "noise": noise,
-        "missing": missing,
-        "conflict": sw.score_predictors(predictors, conflicted, oracle=oracle, scorer=scorer),
-    }
 
 
 def train_group(config_name, methods, overrides, seed, args) -> dict[str, common.Trained]:
@@ -97,7 +51,7 @@ def train_group(config_name, methods, overrides, seed, args) -> dict[str, common
 
 def main(argv=None) -> dict:
     args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv)
-    overrides = {**common.train_overrides(args, full_steps=FULL_STEPS), "data.builder_config": setting["builder"]}
+    overrides = {**common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS), "data.builder_config": setting["builder"]}
     steps = overrides["train.num_steps"]
     methods, caption_methods = list(setting["methods"]), list(setting["caption_methods"])
     print(f"[{NAME}] {mode}: {setting['seeds']} seeds, classifiers {methods}, captioners {caption_methods}, "
@@ -114,10 +68,12 @@ def main(argv=None) -> dict:
         quality, num_classes = quality_matrix(test), classifiers[methods[0]].config.data.num_classes
         weights = {m: p(test)["reliability"] for m, p in predictors.items()}
         per_seed.append({
-            "classification": evaluate(predictors, test, setting, seed, scorer=sw.classification_scorer,
-                                       oracle=methods, num_classes=num_classes),
-            "captions": evaluate(caption_predictors, test, setting, seed, scorer=sw.caption_scorer,
-                                 oracle=caption_methods, num_classes=num_classes, kinds=False),
+            "classification": protocols.modality_protocol(
+                predictors, test, noise=setting["noise"], seed=seed, scorer=sw.classification_scorer,
+                oracle=methods, num_classes=num_classes),
+            "captions": protocols.modality_protocol(
+                caption_predictors, test, noise=setting["noise"], seed=seed, scorer=sw.caption_scorer,
+                oracle=caption_methods, num_classes=num_classes, kinds=False),
             "spearman": {m: reports.reliability_quality_correlation(w, quality, MODALITIES) for m, w in weights.items()},
             "steps_per_s": {m: t.steps_per_second() for m, t in
                             {**classifiers, **{f"caption/{k}": v for k, v in captioners.items()}}.items()},
@@ -194,10 +150,10 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
         md += [f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
                _scores_table(per_seed, part, "conflict", oracles, metric), ""]
     kind_rows = [[m, *(common.fmt([s["classification"]["kinds"][c][m]["accuracy"] for s in per_seed], digits=1)
-                       for c in KINDS)] for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
+                       for c in protocols.SYNTH_KINDS)] for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
     md += ["## Classification: harder corruptions, one modality at a time (accuracy %)\n",
            "`+oracle`: the corrupted modality masked as missing.\n",
-           common.markdown_table(["method", *KINDS], kind_rows), ""]
+           common.markdown_table(["method", *protocols.SYNTH_KINDS], kind_rows), ""]
     md += ["## Captions on the clean test set\n",
            _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
 
@@ -222,22 +178,21 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
 
 def summary_numbers(per_seed, setting, methods, command) -> dict:
     """summary.json: classification accuracy % (mean over seeds) in every README column."""
+    scores = [s["classification"] for s in per_seed]
     mean = lambda xs: 100 * float(np.mean(xs))
     table = {}
     for m in methods:
-        row = {}
-        for name in (m, m + sw.ORACLE_SUFFIX):
-            suffix = name[len(m):]
-            if name == m:
-                row["clean"] = mean([s["classification"]["clean"][m]["accuracy"] for s in per_seed])
-                row["missing"] = mean([np.mean(s["classification"]["missing"].scores[m]["accuracy"]) for s in per_seed])
-                row["spearman"] = float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))
-            row["conflict" + suffix] = mean([s["classification"]["conflict"][name]["accuracy"] for s in per_seed])
-            for modality, (corruption, levels) in setting["noise"].items():
+        row = {"clean": mean([c["clean"][m]["accuracy"] for c in scores]),
+               "missing": mean([np.mean(c["missing"].scores[m]["accuracy"]) for c in scores]),
+               "spearman": float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))}
+        for suffix in ("", sw.ORACLE_SUFFIX):  # the method, then its oracle
+            name = m + suffix
+            row["conflict" + suffix] = mean([c["conflict"][name]["accuracy"] for c in scores])
+            for modality, (_, levels) in setting["noise"].items():
                 row[f"noise:{modality}@{levels[-1]:g}{suffix}"] = mean(
-                    [s["classification"]["noise"][modality].curve(name, "accuracy")[-1] for s in per_seed])
-            for column in KINDS:
-                row[column + suffix] = mean([s["classification"]["kinds"][column][name]["accuracy"] for s in per_seed])
+                    [c["noise"][modality].curve(name, "accuracy")[-1] for c in scores])
+            for column in protocols.SYNTH_KINDS:
+                row[column + suffix] = mean([c["kinds"][column][name]["accuracy"] for c in scores])
         table[m] = row
     return common.summary_payload(command, len(per_seed), table)
 

@@ -70,11 +70,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_co
 
 
 def variant(config: ml_collections.ConfigDict, **model_changes: Any) -> ml_collections.ConfigDict:
-    """A copy of `config` with `model.<key> = value` changes (e.g. `fusion="uniform"`)."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in model_changes.items():
-        config.model[key] = value
-    return config
+    """A copy of `config` with `model.<key> = value` changes (e.g. `fusion="uniform"`), checked
+    and locked by `imro_jax.train.config.with_overrides` (the one override path)."""
+    return config_lib.with_overrides(config, {f"model.{key}": value for key, value in model_changes.items()})
 
 
 def _random_input(spec: Any, batch_size: int, rng: np.random.Generator, feature_length: int | None):

@@ -21,36 +21,11 @@ its median and IQR. Targets: >= 40% (CPU float32, base config), >= 50% (H100/H20
 
 from __future__ import annotations
 
-import collections
-
 import jax
 
 import benchlib
 import flops
 from imro_jax.train import precision
-
-
-def flop_groups(terms: list[flops.Term]) -> dict[str, float]:
-    """Train FLOPs per term, an encoder's blocks summed ("audio/block_0/qkv" -> "audio/blocks")."""
-    groups = collections.Counter()
-    for term in terms:
-        parts = term.name.split("/") + [""]
-        group = f"{parts[0]}/blocks" if parts[1].startswith("block_") else term.name
-        groups[group] += term.flops * (1 + term.grads)
-    return dict(groups)
-
-
-def model_shaped_product(terms: list[flops.Term], model_config) -> tuple[int, int, int]:
-    """`(rows, dim, mlp_dim)` of the largest encoder MLP input product (batch x tokens rows)."""
-    mlp = max((t for t in terms if t.name.endswith("/mlp") and "/block_" in t.name), key=lambda t: t.flops)
-    rows = int(mlp.flops // (4 * model_config.dim * model_config.mlp_dim))
-    return rows, model_config.dim, model_config.mlp_dim
-
-
-def flop_terms(config, numpy_batch: dict) -> list[flops.Term]:
-    """Hand-counted matrix-product terms of `config`'s train step on `numpy_batch`'s shapes."""
-    shapes = {k: v.shape for k, v in numpy_batch.items() if k not in ("mask", "label")}
-    return flops.hand_count(config.model, shapes, mi_bound=config.loss.mi_bound)
 
 
 def main(argv=None) -> None:
@@ -66,7 +41,7 @@ def main(argv=None) -> None:
     numpy_batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
     bench = benchlib.build_step_bench(config.model.fusion, config, numpy_batch, devices=jax.devices()[:1])
 
-    terms = flop_terms(config, numpy_batch)
+    terms = flops.train_step_terms(config, numpy_batch)
     hand = flops.train_flops(terms)
     with bench.runtime.tracing_context():
         from_jaxpr = flops.jaxpr_matmul_flops(bench.runtime.jitted, bench.state, bench.batch)
@@ -74,7 +49,7 @@ def main(argv=None) -> None:
 
     dtype = precision.compute_dtype(config.train.compute_dtype)
     matmul, matmul_flops = benchlib.matmul_probe(args.matmul_size, dtype)
-    shaped = model_shaped_product(terms, config.model)
+    shaped = flops.model_shaped_product(terms, config.model)
     shaped_matmul, shaped_flops = benchlib.matmul_probe(0, dtype, shaped)
     bench.train()
     times = benchlib.interleaved_timings(
@@ -105,8 +80,8 @@ def main(argv=None) -> None:
         ("model-shaped matmul rate / ceiling", benchlib.Summary.of(shaped_rate / ceiling).fmt(100, 1) + " %"),
     ]
     table = benchlib.markdown_table(["quantity", "value (median [IQR])"], rows)
-    total = sum(flop_groups(terms).values())
-    shares = sorted(flop_groups(terms).items(), key=lambda kv: -kv[1])
+    total = sum(flops.flop_groups(terms).values())
+    shares = sorted(flops.flop_groups(terms).items(), key=lambda kv: -kv[1])
     table += "\n\nTrain FLOPs by part (hand count):\n\n" + benchlib.markdown_table(
         ["part", "GFLOP / step", "%"],
         [(name, f"{value * 1e-9:.4g}", f"{100 * value / total:.1f}") for name, value in shares],

@@ -20,7 +20,6 @@ from __future__ import annotations
 import jax
 
 import benchlib
-import efficiency
 import flops
 from imro_jax.train import precision
 
@@ -54,9 +53,9 @@ def main(argv=None) -> None:
         bench = benchlib.build_step_bench(f"dim {width}", config, numpy_batch, devices=jax.devices()[:1])
         bench.compile_train()
         bench.train()
-        terms = efficiency.flop_terms(config, numpy_batch)
+        terms = flops.train_step_terms(config, numpy_batch)
         hand[width] = flops.train_flops(terms)
-        shaped[width] = efficiency.model_shaped_product(terms, config.model)
+        shaped[width] = flops.model_shaped_product(terms, config.model)
         calls[f"step {width}"] = bench.train
         calls[f"shaped {width}"], shaped_flops = benchlib.matmul_probe(0, dtype, shaped[width])
         hand[f"shaped {width}"] = shaped_flops

@@ -29,6 +29,7 @@ two agree exactly for the train step (tested in `tests/bench`), which checks the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -153,7 +154,7 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
         terms += _block_terms("fusion/joint_block", batch, f + m * n, d, h)
     if fusion.kind == "token":
         terms.append(Term("head", 2 * batch * d * (c if spec.task == "classification" else 1), 2))
-        if spec.reliability.decision > 0 and fusion.learned_weights:  # the vote: R (constant) x log q
+        if spec.reliability.decision > 0 and fusion.reliability_vote:  # the vote: R (constant) x log q
             terms.append(Term("fusion/vote", 2 * batch * m * (c if spec.task == "classification" else 1), 1))
     else:  # a decision fusion: the products of its registry `combine` (gradient: the logits only)
         unimodal = jax.ShapeDtypeStruct((batch, m, c), np.float32)
@@ -210,3 +211,26 @@ def xla_flops(compiled) -> float:
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
     return float(analysis.get("flops", np.nan)) if analysis else float("nan")
+
+
+def flop_groups(terms: list[Term]) -> dict[str, float]:
+    """Train FLOPs per term, an encoder's blocks summed ("audio/block_0/qkv" -> "audio/blocks")."""
+    groups = collections.Counter()
+    for term in terms:
+        parts = term.name.split("/") + [""]
+        group = f"{parts[0]}/blocks" if parts[1].startswith("block_") else term.name
+        groups[group] += term.flops * (1 + term.grads)
+    return dict(groups)
+
+
+def model_shaped_product(terms: list[Term], model_config) -> tuple[int, int, int]:
+    """`(rows, dim, mlp_dim)` of the largest encoder MLP input product (batch x tokens rows)."""
+    mlp = max((t for t in terms if t.name.endswith("/mlp") and "/block_" in t.name), key=lambda t: t.flops)
+    rows = int(mlp.flops // (4 * model_config.dim * model_config.mlp_dim))
+    return rows, model_config.dim, model_config.mlp_dim
+
+
+def train_step_terms(config, numpy_batch: dict) -> list[Term]:
+    """Hand-counted matrix-product terms of `config`'s train step on `numpy_batch`'s shapes."""
+    shapes = {k: v.shape for k, v in numpy_batch.items() if k not in ("mask", "label")}
+    return hand_count(config.model, shapes, mi_bound=config.loss.mi_bound)

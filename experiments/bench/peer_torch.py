@@ -49,6 +49,7 @@ from flax import linen as nn_flax
 
 import benchlib
 import flops
+from imro_jax.models import registry
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
 from imro_jax.models.layers import sinusoidal_positions
 from imro_jax.models.spectrogram import LOG_FLOOR, mel_filterbank
@@ -312,8 +313,8 @@ class TorchIMRO(torch.nn.Module):
         z = z + self._drop(self._mlp(self._ln(z, "token_fusion/ln_mlp"), "token_fusion/mlp"))
         fused = self._ln(z, "token_fusion/ln_out")
         logits = self._dense(fused.mean(1), "head/out")
-        beta = getattr(spec.reliability, "decision", 0.0)
-        if beta > 0 and spec.fusion == "imro":  # the R-weighted vote of the unimodal heads
+        beta = spec.reliability.decision
+        if beta > 0 and registry.get_fusion(spec.fusion).reliability_vote:  # the R-weighted vote of the heads
             vote = torch.einsum("bm,bmc->bc", weights.detach(), F.log_softmax(unimodal, -1))
             logits = (1.0 - beta) * F.log_softmax(logits, -1) + beta * vote
         logits = logits * valid[:, None]

@@ -358,3 +358,11 @@ def generate_split(
     for chunk, start in enumerate(range(0, num_examples, chunk_size)):
         rng = np.random.default_rng([seed, split_id, chunk + 1])
         yield generate(spec, labels[start : start + chunk_size], rng, score_noise_std=score_noise_std)
+
+
+def quality_matrix(batch: dict) -> np.ndarray:
+    """The ground-truth quality of a batch as ``float32[B, M]``, columns in ``MODALITIES`` order
+    (the model's sorted modality order), from its ``quality`` feature (modality -> ``[B]``)."""
+    if "quality" not in batch:
+        raise KeyError("the batch has no 'quality' feature (only imro_synth splits carry the ground-truth quality)")
+    return np.stack([np.asarray(batch["quality"][m], np.float32) for m in MODALITIES], axis=1)

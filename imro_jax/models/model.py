@@ -188,7 +188,7 @@ class IMROModel(nn.Module):
                 logits = self.decoder(fused, caption, train=train)
             else:
                 logits = self.head(fused)
-                if s.reliability.decision > 0 and get_fusion(s.fusion).learned_weights:
+                if s.reliability.decision > 0 and get_fusion(s.fusion).reliability_vote:
                     logits = reliability_vote(logits, estimate.unimodal, weights, s.reliability.decision, s.task)
         else:
             logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)

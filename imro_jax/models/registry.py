@@ -71,6 +71,9 @@ class Fusion:
         reports).
       learned_weights: token fusions: the weights depend on parameters (gradients flow through
         them), as IMRO's R does.
+      reliability_vote: token fusions: the prediction mixes in the R-weighted vote of the unimodal
+        heads, ``model.reliability.decision`` times it (``imro_jax.models.model.reliability_vote``);
+        the other fusions ignore ``decision``, so that every fusion can share one config.
       joint: token fusions: one joint self-attention block over queries and every modality's
         tokens instead of the reliability-weighted attention (the weights are then nominal).
       combine: decision fusions: ``(unimodal float32 [B, M, C], present) -> (fused [B, C],
@@ -84,13 +87,15 @@ class Fusion:
     tasks: tuple[str, ...] = ALL_TASKS
     token_weights: Callable | None = None
     learned_weights: bool = False
+    reliability_vote: bool = False
     joint: bool = False
     combine: Callable | None = None
     task_loss: Callable | None = None
 
 
 FUSIONS: dict[str, Fusion] = {
-    "imro": Fusion("token", token_weights=lambda reliability, present: reliability, learned_weights=True),
+    "imro": Fusion("token", token_weights=lambda reliability, present: reliability, learned_weights=True,
+                   reliability_vote=True),
     "uniform": Fusion("token", token_weights=lambda reliability, present: uniform_weights(present)),
     "concat": Fusion("token", token_weights=lambda reliability, present: uniform_weights(present), joint=True),
     "late": Fusion("decision", tasks=("classification", "regression"), combine=_late),

@@ -1,7 +1,8 @@
 """The statistics pass: fits ``reliability_stats`` (the encodings' clean density) after training.
 
-Two passes over at most ``model.reliability.fit_examples`` clean training examples, in eval
-mode:
+One pass of the encoders over at most ``model.reliability.fit_examples`` clean training
+examples, in eval mode, then two steps on the pooled encodings it keeps (``fit_examples x M x D``
+floats: 3 MB at 4096 x 3 x 64):
 
 1. sum the Gaussian sufficient statistics (:class:`imro_jax.info.GaussianStats`) of each
    modality's pooled encoding, per class, separately for two folds (even / odd rows). The sums
@@ -42,7 +43,10 @@ def _labels(batch: dict, spec, batch_size: int) -> tuple[jax.Array, jax.Array]:
     return jnp.where(ok, label, 0).astype(jnp.int32), ok
 
 
-def _rows_used(model, variables, batch: dict, valid: jax.Array):
+@functools.partial(jax.jit, static_argnums=0)
+def _encodings(model, variables, batch: dict, valid: jax.Array) -> tuple:
+    """The pooled encodings ``[B, M, D]`` of one batch, which ``[B, M]`` entries count (present,
+    a valid row, a valid label), the density's class per row and its fold (even / odd row)."""
     pooled, present = model.apply(variables, batch, method=type(model).encodings)
     label, label_ok = _labels(batch, model.spec, pooled.shape[0])
     use = present & (valid & label_ok)[:, None]  # [B, M]
@@ -51,47 +55,48 @@ def _rows_used(model, variables, batch: dict, valid: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _fold_stats(model, variables, batch: dict, valid: jax.Array) -> GaussianStats:
-    """Sufficient statistics ``[fold, modality, ...]`` of one batch."""
-    pooled, use, label, fold = _rows_used(model, variables, batch, valid)
-    k = stats_classes(model.spec)
+def _fold_stats(num_classes: int, pooled: jax.Array, use: jax.Array, label: jax.Array,
+                fold: jax.Array) -> GaussianStats:
+    """Sufficient statistics ``[fold, modality, ...]`` of one batch's encodings."""
 
     def one(x, w):  # one modality: [B, D], [B] -> stats per fold
-        return jax.vmap(lambda f: gaussian_sufficient_stats(x, label, num_classes=k, weight=w & (fold == f)))(
-            jnp.arange(FOLDS))
+        return jax.vmap(lambda f: gaussian_sufficient_stats(x, label, num_classes=num_classes,
+                                                            weight=w & (fold == f)))(jnp.arange(FOLDS))
 
     per_modality = jax.vmap(one, in_axes=(1, 1))(pooled, use)  # leaves [M, F, ...]
     return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), per_modality)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _out_of_fold_scores(model, variables, batch: dict, valid: jax.Array, fold_stats: dict) -> tuple:
-    """Surprisal ``[B, M]`` of each row under the other fold's density, and which rows count."""
-    pooled, use, _, fold = _rows_used(model, variables, batch, valid)
+def _out_of_fold_scores(pooled: jax.Array, fold: jax.Array, fold_stats: dict) -> jax.Array:
+    """Surprisal ``[B, M]`` of each row under the other fold's density."""
     scores = jax.vmap(lambda f: embedding_surprisal(pooled, jax.tree.map(lambda s: s[f], fold_stats)))(
         jnp.arange(FOLDS))  # [F, B, M]
     other = (fold + 1) % FOLDS
-    return jnp.take_along_axis(scores, other[None, :, None], axis=0)[0], use
+    return jnp.take_along_axis(scores, other[None, :, None], axis=0)[0]
 
 
-def _density_stats(stats: GaussianStats, spec) -> dict:
-    """``reliability_stats`` density entries from summed statistics (leading axes kept)."""
-    return _fit_densities(stats, spec.reliability.shrinkage, spec.reliability.rank or None)
+def _densities(stats: GaussianStats, shrinkage: float, rank: int | None) -> tuple[dict, dict]:
+    """The densities of each fold (leaves ``[F, M, ...]``) and of both folds together (``[M, ...]``)
+    from the per-fold sums ``[F, M, ...]``."""
+    with_whole = jax.tree.map(lambda x: jnp.concatenate([x, jnp.sum(x, axis=0, keepdims=True)]), stats)
+    fit = jax.vmap(jax.vmap(functools.partial(fit_gaussian_density, shrinkage=shrinkage, rank=rank)))
+    density = fit(with_whole)
+    entries = {"means": density.means, "log_prior": density.log_prior, "precision": density.precision,
+               "log_det_cov": density.log_det_cov}
+    return ({k: v[:FOLDS] for k, v in entries.items()}, {k: v[FOLDS] for k, v in entries.items()})
 
 
-# One compiled program each (op by op, the fit and the calibration compiled dozens of small ones).
-_fit_calibration = jax.jit(fit_calibration, static_argnames=("quantile", "axis"))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _fit_densities(stats: GaussianStats, shrinkage: float, rank: int | None) -> dict:
-    fit = functools.partial(fit_gaussian_density, shrinkage=shrinkage, rank=rank)
-    lead = stats.count.ndim - 1
-    for _ in range(lead):
-        fit = jax.vmap(fit)
-    density = fit(stats)
-    return {"means": density.means, "log_prior": density.log_prior, "precision": density.precision,
-            "log_det_cov": density.log_det_cov}
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _fit_and_calibrate(shrinkage: float, rank: int | None, quantile: float, stats: GaussianStats,
+                       encodings: tuple) -> dict:
+    """Steps 1 and 2 of the module docstring in one program (op by op, they compiled dozens of
+    small ones): the densities from the per-fold sums, the out-of-fold scores of the kept
+    ``encodings`` (``((pooled [B, M, D], use [B, M], fold [B]), ...)``, one entry per batch) and
+    their calibration; returns the ``reliability_stats`` entries."""
+    fold_densities, whole = _densities(stats, shrinkage, rank)
+    pooled, use, fold = (jnp.concatenate(parts) for parts in zip(*encodings))
+    calibration = fit_calibration(_out_of_fold_scores(pooled, fold, fold_densities), quantile=quantile, weight=use)
+    return dict(whole, location=calibration.location, scale=calibration.scale, threshold=calibration.threshold)
 
 
 def fit_reliability_stats(
@@ -107,7 +112,7 @@ def fit_reliability_stats(
       model: the :class:`imro_jax.models.IMROModel` (``reliability.entropy="surprisal"``).
       variables: ``{"params": ...}`` (any stats present are ignored: encodings do not use them).
       batches: returns a fresh iterable of ``(batch, valid)`` pairs, ``valid`` bool ``[B]`` (False
-        for padding rows); called twice (one call per pass). Global (sharded) arrays are fine.
+        for padding rows); called once. Global (sharded) arrays are fine.
       to_host: fetches a global array to the host (e.g. a multi-host all-gather).
 
     Returns:
@@ -131,28 +136,23 @@ def fit_reliability_stats(
             seen += len(valid)
             yield batch, valid
 
-    total = None
+    total, kept = None, []
     for batch, valid in limited():
-        part = _fold_stats(model, params, batch, valid)
-        total = part if total is None else jax.tree.map(jnp.add, total, part)
+        pooled, use, label, fold = _encodings(model, params, batch, valid)
+        part = jax.tree.map(lambda x: np.asarray(to_host(x)),
+                            _fold_stats(stats_classes(spec), pooled, use, label, fold))
+        total = part if total is None else jax.tree.map(np.add, total, part)  # summed on the host
+        kept.append((pooled, use, fold))
     if total is None:
         raise ValueError("the statistics pass got no training batch")
-    counts = np.asarray(to_host(total.count)).sum(axis=-1)  # [F, M]
+    counts = total.count.sum(axis=-1)  # [F, M]
     names = spec.modality_names
     for m, name in enumerate(names):
         if counts[:, m].min() < 2:
             raise ValueError(f"the statistics pass saw fewer than 2 usable examples of modality {name!r} "
                              f"in a fold (counts {counts[:, m].tolist()}); raise model.reliability.fit_examples")
-    fold_stats = _density_stats(total, spec)  # [F, M, ...]
-    scores, used = [], []
-    for batch, valid in limited():
-        s, u = _out_of_fold_scores(model, params, batch, valid, fold_stats)
-        scores.append(np.asarray(to_host(s)))
-        used.append(np.asarray(to_host(u)))
-    calibration = _fit_calibration(np.concatenate(scores), quantile=spec.reliability.quantile,
-                                   weight=np.concatenate(used))
-    whole = _density_stats(jax.tree.map(lambda x: jnp.sum(x, axis=0), total), spec)  # [M, ...]
-    fitted = dict(whole, location=calibration.location, scale=calibration.scale, threshold=calibration.threshold)
+    fitted = _fit_and_calibrate(spec.reliability.shrinkage, spec.reliability.rank or None,
+                                spec.reliability.quantile, total, tuple(kept))
     return {"estimator": {k: jnp.asarray(v, jnp.float32) for k, v in fitted.items()}}
 
 

@@ -15,7 +15,7 @@ from imro_jax.train.checkpoint import (
     IncompatibleCheckpointError,
     fingerprint,
 )
-from imro_jax.train.config import ConfigError, apply_override, load_config
+from imro_jax.train.config import ConfigError, apply_override, load_config, with_overrides
 from imro_jax.train.distributed import initialize as initialize_distributed
 from imro_jax.train.guard import InvalidDataError, TrainingError
 from imro_jax.train.input import Prefetcher, to_global_batch
@@ -67,4 +67,5 @@ __all__ = [
     "train_state_shardings",
     "train_step",
     "with_compute_dtype",
+    "with_overrides",
 ]

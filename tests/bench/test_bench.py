@@ -171,6 +171,7 @@ def test_benchmark_runs_tiny(smoke_runs, script):
     assert f"## {SMOKE_RUNS[script][0]}" in text and "load average" in text and "\n| " in text
     if script == "overhead.py":
         assert "| train | imro |" in text and "| train | uniform |" in text
+        assert "statistics pass over 64 examples: first call" in text and "target" in text
     if script == "compile_time.py":
         assert "none after the first call" in text
     if script == "multidevice.py":

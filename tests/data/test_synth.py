@@ -153,3 +153,13 @@ def test_regression_chunk_equals_classification_chunk_plus_score():
     # Without noise the score is exactly the class and attribute terms of this chunk.
     expected = (labels - 1.5) + 0.25 * (2 * plain["size"] - 1) + 0.25 * (2 * plain["rhythm"] - 1)
     np.testing.assert_allclose(with_score["score"], expected, rtol=1e-6)
+
+
+def test_quality_matrix_orders_the_columns_as_the_model_does():
+    q = {"vision": np.array([0.1, 0.2]), "audio": np.array([0.3, 0.4]), "text": np.array([0.5, 0.6])}
+    matrix = synth.quality_matrix({"quality": q, "label": np.zeros(2)})
+    assert matrix.dtype == np.float32 and matrix.shape == (2, 3)
+    for m, column in COL.items():  # MODALITIES order, whatever the dict's order
+        np.testing.assert_allclose(matrix[:, column], q[m])
+    with pytest.raises(KeyError, match="no 'quality' feature"):
+        synth.quality_matrix({"label": np.zeros(2)})

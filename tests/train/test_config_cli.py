@@ -1,6 +1,7 @@
 """Config overrides, mesh resolution and the CLI's one-line errors."""
 
 import pathlib
+import re
 
 import jax
 import pytest
@@ -31,6 +32,29 @@ def test_overrides_are_parsed_to_the_type_of_the_key(path):
     assert config.mesh.rules == (("batch", "data"), ("mlp", None))
     with pytest.raises(AttributeError):  # locked: a typo cannot add a key later
         config.train.num_stpes = 3
+
+
+def test_python_value_overrides_are_checked_like_the_command_line_ones():
+    base = config_lib.load_config_file(TRIMODAL)
+    config = config_lib.with_overrides(base, {"optimizer.learning_rate": 3, "mesh.rules": [["batch", "data"]],
+                                              "model.reliability.decision": 0.5, "train.num_steps": 7})
+    assert config.optimizer.learning_rate == 3.0 and isinstance(config.optimizer.learning_rate, float)
+    assert config.mesh.rules == (("batch", "data"),) and config.train.num_steps == 7
+    assert config.model.reliability.decision == 0.5
+    assert base.train.num_steps != 7 and base.model.reliability.decision != 0.5  # a copy: base unchanged
+    with pytest.raises(AttributeError):  # locked
+        config.train.num_stpes = 3
+    for overrides, message in [
+        ({"optimizer.lr": 1.0}, "unknown config key 'optimizer.lr' (known here: accumulation_steps"),
+        ({"optimiser.learning_rate": 1.0}, "'optimiser' is not a config section"),
+        ({"train.num_steps": 7.0}, "config key 'train.num_steps' expects int, got 7.0"),
+        ({"train.num_steps": True}, "config key 'train.num_steps' expects int, got True"),
+        ({"mesh.fsdp": 1}, "config key 'mesh.fsdp' expects bool, got 1"),
+        ({"model.fusion": 3}, "config key 'model.fusion' expects str, got 3"),
+        ({"model.reliability": {"normalize": False}}, "config key 'model.reliability' is a section"),
+    ]:
+        with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+            config_lib.with_overrides(base, overrides)
 
 
 @pytest.mark.parametrize("override,message", [
