@@ -220,22 +220,26 @@ def cache_dir() -> pathlib.Path:
 
 
 CODE_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy")  # their versions can change a run's numbers
+# Experiment files that decide how a run is trained besides its config: this module (it calls the
+# trainer). The experiment scripts themselves are left out: what they decide reaches a run only
+# through its config, which run_name hashes whole, and leaving them out lets experiments share runs.
+EXPERIMENT_SOURCES = (pathlib.Path(__file__).resolve(),)
 
 
 @functools.cache
 def code_fingerprint() -> str:
     """A hash of the code that trains a run: every ``*.py`` file of the imported ``imro_jax``
-    package (path and bytes) and the versions of ``CODE_PACKAGES``.
+    package (path and bytes), :data:`EXPERIMENT_SOURCES` and the versions of ``CODE_PACKAGES``.
 
     It reads the files Python actually imports, so it works the same from a checkout, a dirty
     tree or an installed wheel without git (a git HEAD would miss uncommitted edits, need git
-    and a checkout, and change with every commit that only touches tests or docs). The experiment
-    scripts are not hashed: what they decide reaches a run only through its config, which
-    :func:`run_name` hashes whole, and leaving them out lets the experiments share runs."""
+    and a checkout, and change with every commit that only touches tests or docs)."""
     digest = hashlib.sha256()
     package = pathlib.Path(imro_jax.__file__).parent
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in EXPERIMENT_SOURCES:
+        digest.update(b"experiments/" + path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     for name in CODE_PACKAGES:
         digest.update(f"{name}=={importlib.metadata.version(name)}\0".encode())
     return digest.hexdigest()[:12]

@@ -53,6 +53,17 @@ def test_code_fingerprint_follows_the_package_sources(monkeypatch, tmp_path):
     assert fingerprint() != before  # a renamed module is another package
 
 
+def test_code_fingerprint_follows_the_experiments_training_module(monkeypatch, tmp_path):
+    assert pathlib.Path(common.__file__).resolve() in common.EXPERIMENT_SOURCES
+    source = tmp_path / "common.py"
+    source.write_text("A = 1\n")
+    monkeypatch.setattr(common, "EXPERIMENT_SOURCES", (source,))
+    fingerprint = common.code_fingerprint.__wrapped__
+    before = fingerprint()
+    source.write_text("A = 2\n")
+    assert fingerprint() != before
+
+
 def toy_experiment_config(num_steps: int = 4):
     """The trainer tests' toy config with the fields `common.run_name` reads."""
     config = toy.toy_config()
