@@ -42,6 +42,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fusion_tokens = 4  # learned query tokens of the fusion attention
     config.model.nonfinite = "error"  # NaN/Inf in a modality: error | as_missing
     config.model.remat = False  # recompute Transformer blocks in backward (less memory, ~+1 fwd)
+    # implementation options: the same function, other kernels or layouts (experiments/bench/options.py,
+    # imro_jax.models.spec.ModelSpec): attention_impl "xla" | "cudnn" (GPU); head_major_qkv: one fused
+    # QKV product in head-major layout; absorbed_fusion_kv: W_K, W_V absorbed into the fusion queries
+    config.model.attention_impl = "xla"
+    config.model.head_major_qkv = False
+    config.model.absorbed_fusion_kv = False
     # train-time chance of hiding a modality from the fusion (every fusion; chosen on validation:
     # experiments/results/select_reliability)
     config.model.modality_dropout = 0.3
