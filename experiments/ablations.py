@@ -58,9 +58,7 @@ SETTINGS = {
                  synth=dict(builder="default", eval_examples=1000, noise=protocols.SYNTH_NOISE)),
     "quick": dict(seeds=1, datasets=("handwritten",), variants=(DEFAULT, "R fixed uniform"),
                   handwritten=dict(sigmas=[0.0, 1.0], subset_stride=7),
-                  synth=dict(builder="small", eval_examples=128, noise={"text": ("blank", [0.0, 1.0]),
-                                                                        "vision": ("gaussian", [0.0, 1.0]),
-                                                                        "audio": ("gaussian", [0.0, 1.0])})),
+                  synth=dict(builder="small", eval_examples=128, noise=protocols.SYNTH_NOISE_QUICK)),
 }
 CONFIGS = {"handwritten": "handwritten", "synth": "trimodal"}
 COLUMNS = {

@@ -37,8 +37,7 @@ SETTINGS = {
                  caption_methods=common.TOKEN_METHODS, noise=protocols.SYNTH_NOISE),
     "quick": dict(seeds=1, builder="small", eval_examples=128, methods=("imro",),
                   caption_methods=("imro",),
-                  noise={"text": ("blank", [0.0, 1.0]), "vision": ("gaussian", [0.0, 1.0]),
-                         "audio": ("gaussian", [0.0, 1.0])}),
+                  noise=protocols.SYNTH_NOISE_QUICK),
 }
 
 

@@ -76,9 +76,9 @@ def calls_for(benches, modes):
     }
 
 
-def statistics_pass_seconds(bench, rounds: int, examples: int) -> tuple[float, np.ndarray] | None:
+def statistics_pass_seconds(bench, rounds: int, examples: int) -> tuple[float, np.ndarray, int] | None:
     """(first call, later calls) seconds of `bench`'s statistics pass over `examples` examples
-    (whole batches), or None if it has none."""
+    (whole batches), and the examples it read; None if it has none."""
     fit = bench.runtime.task.fit_model_state
     if fit is None:
         return None
@@ -93,7 +93,7 @@ def statistics_pass_seconds(bench, rounds: int, examples: int) -> tuple[float, n
         return time.perf_counter() - start
 
     first = once()
-    return first, np.array([once() for _ in range(rounds)])
+    return first, np.array([once() for _ in range(rounds)]), batches * config.data.batch_size
 
 
 def main(argv=None) -> None:
@@ -155,10 +155,9 @@ def main(argv=None) -> None:
     if fit is None:
         notes.append("statistics pass: none (model.reliability.entropy is not the surprisal)")
     elif "train" in modes:
-        first, later = fit
+        first, later, examples = fit
         steps = args.train_steps or config.train.num_steps
         training = steps * float(np.median(times[("imro", "train")]))
-        examples = math.ceil(fit_examples / config.data.batch_size) * config.data.batch_size
         share = float(np.median(later)) / training
         notes.append(
             f"statistics pass over {examples} examples: first call {first:.2f} s (with its compilations), then "

@@ -52,6 +52,9 @@ SYNTH_KINDS = {
 SYNTH_NOISE = {"text": ("blank", [0.0, 0.25, 0.5, 0.75, 1.0]),
                "vision": ("gaussian", [0.0, 0.1, 0.3, 1.0, 3.0]),
                "audio": ("gaussian", [0.0, 0.03, 0.1, 0.3, 1.0])}
+# Two levels per modality (clean, then std / blanked fraction 1): the experiments' --quick runs.
+SYNTH_NOISE_QUICK = {"text": ("blank", [0.0, 1.0]), "vision": ("gaussian", [0.0, 1.0]),
+                     "audio": ("gaussian", [0.0, 1.0])}
 SYNTH_TRAIN_STEPS = 1000  # train steps of the imro_synth experiments' runs (batch 32)
 
 Predictors = Mapping[str, Callable[[dict], dict]]
