@@ -254,8 +254,8 @@ WORKDIR = pathlib.Path(os.environ.get("IMRO_NOTEBOOK_WORKDIR", "imro_handwritten
 SEEDS = 3  # 10 = the full protocol
 OUT = WORKDIR / "handwritten"
 flags = ["--out", str(OUT), "--data_dir", str(WORKDIR / "tfds"), "--workdir", str(WORKDIR / "runs")]
-# QUICK (CI smoke setting): 10 steps, IMRO and uniform fusion only
-flags += ["--quick", "--steps", "10", "--methods", "imro", "uniform"] if QUICK else ["--seeds", str(SEEDS)]
+# QUICK (CI smoke setting): 10 steps, IMRO only
+flags += ["--quick", "--steps", "10", "--methods", "imro"] if QUICK else ["--seeds", str(SEEDS)]
 print("experiments/handwritten.py", " ".join(flags))
 ''',
     "md:## 2. Run the committed experiment `experiments/handwritten.py` in this kernel",

@@ -53,6 +53,11 @@ METHODS = {"imro": {}, "imro_paper": PAPER_RELIABILITY,
 TOKEN_METHODS = tuple(m for m, o in METHODS.items() if registry.FUSIONS[o.get("model.fusion", "imro")].kind == "token")
 
 
+def methods_for(task: str) -> tuple[str, ...]:
+    """The methods whose fusion supports ``task`` (``registry.Fusion.tasks``), in METHODS order."""
+    return tuple(m for m, o in METHODS.items() if task in registry.FUSIONS[o.get("model.fusion", "imro")].tasks)
+
+
 def method_overrides(method: str) -> dict[str, Any]:
     """The config overrides of ``method`` (a key of :data:`METHODS`)."""
     if method not in METHODS:
@@ -333,7 +338,8 @@ def robustness(results: Sequence[Any], method: str, reference: str | None, metri
 
 
 def sweep_table(results: Sequence[Any], methods: Sequence[str], *, metric: str = "accuracy",
-                reference: str | None = None, scale: float = 100.0, digits: int = 1) -> tuple[str, dict]:
+                reference: str | None = None, scale: float = 100.0, digits: int = 1,
+                robustness_columns: bool = True) -> tuple[str, dict]:
     """Markdown table of a sweep over seeds: one row per method, the mean +- std of ``metric`` at
     each level, then relative and effective robustness; and the numbers behind it.
 
@@ -342,13 +348,20 @@ def sweep_table(results: Sequence[Any], methods: Sequence[str], *, metric: str =
       methods: rows (plain or ``+oracle`` names).
       metric: the scored metric.
       reference: effective-robustness reference method (MultiBench: late fusion) or None.
+      robustness_columns: the MultiBench robustness columns (they assume a higher-is-better
+        metric such as accuracy; off for an error such as MAE).
     """
     levels = results[0].levels
-    header = ["method", *(f"{level:.3g}" for level in levels), "rel. rob.",
-              f"eff. rob. (vs {reference})" if reference else "eff. rob."]
+    header = ["method", *(f"{level:.3g}" for level in levels)]
+    if robustness_columns:
+        header += ["rel. rob.", f"eff. rob. (vs {reference})" if reference else "eff. rob."]
     rows, numbers = [], {}
     for m in methods:
         stats = curve_stats(results, m, metric)
+        if not robustness_columns:
+            numbers[m] = stats
+            rows.append([m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels)))])
+            continue
         rob = robustness(results, m, reference, metric) if len(levels) >= 2 else {"relative": [], "effective": []}
         numbers[m] = {**stats, "robustness": rob}
         rows.append([m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels))),
@@ -398,9 +411,10 @@ def write_results(out: pathlib.Path, payload: dict, markdown: str, summary: dict
         (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1, sort_keys=True) + "\n")
 
 
-def summary_payload(command: str, seeds: int, methods: Mapping[str, Mapping[str, float]], **extra) -> dict:
+def summary_payload(command: str, seeds: int, methods: Mapping[str, Mapping[str, float]], *, digits: int = 2,
+                    **extra) -> dict:
     """``{"command", "seeds", "methods": {method: {metric: value}}}``: every number a README
-    quotes, accuracies in %, rounded to 2 decimals (the README's precision or finer)."""
-    rounded = {m: {k: (None if v is None or not math.isfinite(v) else round(float(v), 2)) for k, v in metrics.items()}
+    quotes, accuracies in %, rounded to ``digits`` decimals (the README's precision or finer)."""
+    rounded = {m: {k: (None if v is None or not math.isfinite(v) else round(float(v), digits)) for k, v in metrics.items()}
                for m, metrics in methods.items()}
     return {"command": command, "seeds": seeds, "methods": rounded, **extra}

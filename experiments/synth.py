@@ -1,15 +1,20 @@
 """Experiment 2: the tri-modal `imro_synth` benchmark (text, vision, audio with known quality).
 
-    python experiments/synth.py [--quick] [--out DIR] [--seeds N] [--steps N]
+    python experiments/synth.py [--task classification|regression] [--quick] [--out DIR] [--seeds N] [--steps N]
 
 Classification models of every fusion (``experiments/configs/trimodal.py``) and caption models
 of the token fusions (``experiments/configs/synth_caption.py``) are trained with
-``imro_jax.train``, then evaluated on the test split:
+``imro_jax.train``, then evaluated on the test split. ``--task regression``: instead, models of
+every fusion that supports regression predict the continuous score of the ``*_regression``
+builder configs (``experiments/configs/synth_regression.py``: known noise std 0.2, so the best
+MAE is 0.16), scored by MAE (and Pearson correlation, RMSE) under the same corruptions, without
+captions (default ``--out``: ``experiments/results/synth_regression``). Each is scored:
 
 * noise injected into each modality alone at increasing levels (text: token blanking; vision
   and audio: additive Gaussian noise), with each method's oracle (the noisy modality masked);
 * every missing-modality pattern (each non-empty proper subset of the three dropped);
-* conflict: every test sample gets one modality (uniformly drawn) from a sample of class y + 1;
+* conflict: every test sample gets one modality (uniformly drawn) from a sample of class y + 1
+  (regression: the class of the same sample in the classification builder config);
 * interpretability: Spearman correlation between the per-sample weights R[b, m] each fusion
   uses (``ModelOutput.reliability``) and the ground-truth quality q[b, m] of the clean test set;
 * captioning: token accuracy and exact match of greedy captions under the same corruptions.
@@ -32,13 +37,28 @@ from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
 
 NAME = "synth"
+CEILING = "oracle (q on the simplex)"
 SETTINGS = {
-    "full": dict(seeds=3, builder="default", eval_examples=2000, methods=tuple(common.METHODS),
+    "full": dict(seeds=3, builder="default", eval_examples=2000, methods=None,
                  caption_methods=common.TOKEN_METHODS, noise=protocols.SYNTH_NOISE),
     "quick": dict(seeds=1, builder="small", eval_examples=128, methods=("imro",),
                   caption_methods=("imro",),
                   noise=protocols.SYNTH_NOISE_QUICK),
 }
+# What differs between the tasks: the config, the scorer, the headline metric and its format.
+TASKS = {
+    "classification": dict(config="trimodal", builder_suffix="", scorer=sw.classification_scorer, metric="accuracy",
+                           clean=("accuracy", "nll", "ece", "auroc"), scale=100, digits=1, unit="%",
+                           reference="late", captions=True),
+    "regression": dict(config="synth_regression", builder_suffix="_regression", scorer=sw.regression_scorer,
+                       metric="mae", clean=("mae", "corr", "rmse"), scale=1, digits=3, unit="(lower is better)",
+                       reference=None, captions=False),
+}
+
+
+def extra_flags(parser) -> None:
+    parser.add_argument("--task", choices=sorted(TASKS), default="classification",
+                        help="classification (and captions), or regression on the continuous score")
 
 
 def train_group(config_name, methods, overrides, seed, args) -> dict[str, common.Trained]:
@@ -49,37 +69,46 @@ def train_group(config_name, methods, overrides, seed, args) -> dict[str, common
 
 
 def main(argv=None) -> dict:
-    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv)
-    overrides = {**common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS), "data.builder_config": setting["builder"]}
+    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=extra_flags)
+    task = TASKS[args.task]
+    if args.task != "classification" and args.out == common.RESULTS / NAME:
+        args.out = common.RESULTS / f"{NAME}_{args.task}"
+    builder = setting["builder"] + task["builder_suffix"]
+    overrides = {**common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS), "data.builder_config": builder}
     steps = overrides["train.num_steps"]
-    methods, caption_methods = list(setting["methods"]), list(setting["caption_methods"])
-    print(f"[{NAME}] {mode}: {setting['seeds']} seeds, classifiers {methods}, captioners {caption_methods}, "
+    methods = list(setting["methods"] or common.methods_for(args.task))
+    caption_methods = list(setting["caption_methods"]) if task["captions"] else []
+    print(f"[{NAME}] {mode}, {args.task}: {setting['seeds']} seeds, models {methods}, captioners {caption_methods}, "
           f"{steps} steps", flush=True)
-    per_seed, test, imro = [], None, None
+    per_seed, test, classes, imro = [], None, None, None
     for seed in range(setting["seeds"]):
-        classifiers = train_group("trimodal", methods, overrides, seed, args)
+        models = train_group(task["config"], methods, overrides, seed, args)
         captioners = train_group("synth_caption", caption_methods, overrides, seed, args)
         if test is None:
-            test = common.subset_rows(common.load_split(classifiers[methods[0]].config.data, "test"),
-                                      setting["eval_examples"])
-        predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in classifiers.items()}
+            class_data = None if args.task == "classification" else common.load_config(
+                "trimodal", {**overrides, "data.builder_config": setting["builder"]}).data
+            test, classes = test_split(models[methods[0]].config.data, class_data, setting["eval_examples"])
+        predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in models.items()}
         caption_predictors = {m: sw.caption_predictor(t.model, t.variables) for m, t in captioners.items()}
-        quality, num_classes = quality_matrix(test), classifiers[methods[0]].config.data.num_classes
+        quality, num_classes = quality_matrix(test), int(np.max(classes)) + 1
         weights = {m: p(test)["reliability"] for m, p in predictors.items()}
         per_seed.append({
-            "classification": protocols.modality_protocol(
-                predictors, test, noise=setting["noise"], seed=seed, scorer=sw.classification_scorer,
-                oracle=methods, num_classes=num_classes),
-            "captions": protocols.modality_protocol(
-                caption_predictors, test, noise=setting["noise"], seed=seed, scorer=sw.caption_scorer,
-                oracle=caption_methods, num_classes=num_classes, kinds=False),
+            args.task: protocols.modality_protocol(
+                predictors, test, noise=setting["noise"], seed=seed, scorer=task["scorer"],
+                oracle=methods, num_classes=num_classes, classes=None if args.task == "classification" else classes),
             "spearman": {m: reports.reliability_quality_correlation(w, quality, MODALITIES) for m, w in weights.items()},
+            "spearman_ceiling": reports.simplex_quality_ceiling(quality, MODALITIES),
             "steps_per_s": {m: t.steps_per_second() for m, t in
-                            {**classifiers, **{f"caption/{k}": v for k, v in captioners.items()}}.items()},
+                            {**models, **{f"caption/{k}": v for k, v in captioners.items()}}.items()},
         })
-        imro = imro or classifiers.get("imro")
-        print(f"[{NAME}] seed {seed}: clean accuracy " + str({m: round(100 * v["accuracy"], 1) for m, v in
-                                                              per_seed[-1]["classification"]["clean"].items()}))
+        if captioners:
+            per_seed[-1]["captions"] = protocols.modality_protocol(
+                caption_predictors, test, noise=setting["noise"], seed=seed, scorer=sw.caption_scorer,
+                oracle=caption_methods, num_classes=num_classes, kinds=False)
+        imro = imro or models.get("imro")
+        metric = task["metric"]
+        print(f"[{NAME}] seed {seed}: clean {metric} " + str({m: round(task["scale"] * v[metric], 3) for m, v in
+                                                             per_seed[-1][args.task]["clean"].items()}))
         # Written after every seed, so that a long run that is stopped leaves the seeds it finished.
         payload, markdown, summary = summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro,
                                                args)
@@ -91,6 +120,21 @@ def main(argv=None) -> dict:
     return payload
 
 
+def test_split(data_config, class_data_config, count: int) -> tuple[dict, np.ndarray]:
+    """The first ``count`` test samples and their classes. ``class_data_config`` is the
+    classification builder config of the same samples (a regression builder config holds the
+    classification one's samples plus the score): the classes, the conflict donors' key, are read
+    from it, after checking that its samples are the same."""
+    test = common.subset_rows(common.load_split(data_config, "test"), count)
+    if class_data_config is None:
+        return test, np.asarray(test["label"])
+    by_class = common.subset_rows(common.load_split(class_data_config, "test"), count)
+    if not np.array_equal(quality_matrix(by_class), quality_matrix(test)):
+        raise RuntimeError(f"{class_data_config.builder_config} and {data_config.builder_config} test splits "
+                           "hold other samples")
+    return test, np.asarray(by_class["label"])
+
+
 def _clean_table(per_seed, methods, metrics, part):
     header = ["method", *metrics]
     rows = [[m, *(common.fmt([s[part]["clean"][m][k] for s in per_seed], scale=100 if k in
@@ -100,61 +144,76 @@ def _clean_table(per_seed, methods, metrics, part):
     return common.markdown_table(header, rows)
 
 
-def _scores_table(per_seed, part, key, names, metric):
-    rows = [[m, common.fmt([s[part][key][m][metric] for s in per_seed], digits=1)] for m in names]
-    return common.markdown_table(["method", f"{metric} %"], rows)
+def _scores_table(per_seed, part, key, names, metric, task):
+    rows = [[m, common.fmt([s[part][key][m][metric] for s in per_seed], scale=task["scale"], digits=task["digits"])]
+            for m in names]
+    return common.markdown_table(["method", f"{metric} {task['unit']}"], rows)
 
 
 def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args):
-    seeds, out = len(per_seed), args.out
-    reference = "late" if "late" in methods else None
+    seeds, out, task = len(per_seed), args.out, TASKS[args.task]
     label = (f"{common.run_label(mode, seeds, SETTINGS[mode]['seeds'])} run: {seeds} seed(s), "
-             f"{steps} train steps (batch 32), builder `{setting['builder']}`, first {len(test['label'])} test samples")
-    md = [f"# imro_synth: tri-modal robustness, interpretability and captioning\n\n{label}. "
+             f"{steps} train steps (batch 32), builder `{setting['builder']}{task['builder_suffix']}`, "
+             f"first {len(test['label'])} test samples")
+    title = "captioning" if caption_methods else f"{args.task} of the continuous score"
+    md = [f"# imro_synth: tri-modal robustness, interpretability and {title}\n\n{label}. "
           "Mean +- std over seeds.\n"]
-    md += ["## Clean test\n", _clean_table(per_seed, methods, ("accuracy", "nll", "ece", "auroc"), "classification"), ""]
+    md += ["## Clean test\n", _clean_table(per_seed, methods, task["clean"], args.task), ""]
 
     rho_rows = []
     for m in methods:
         rho_rows.append([m, *(common.fmt([s["spearman"][m][k] for s in per_seed], scale=1, digits=3)
                               for k in ("pooled", "within_sample", *MODALITIES))])
+    rho_rows.append([CEILING, *(common.fmt([s["spearman_ceiling"][k] for s in per_seed], scale=1, digits=3)
+                                for k in ("pooled", "within_sample", *MODALITIES))])
     md += ["## Interpretability: Spearman(R[b, m], ground-truth q[b, m]) on the clean test set\n",
            "`pooled`: over all (sample, modality) pairs; `within_sample`: mean over samples of the rank "
-           "correlation across the 3 modalities; n/a: the weights are constant (uniform, concat, late).\n",
+           "correlation across the 3 modalities; n/a: the weights are constant (uniform, concat, late). "
+           f"`{CEILING}`: the weights q[b, m] / sum_m' q[b, m'] (reports.simplex_quality_ceiling), the "
+           "best a weight on the simplex can reach pooled: weights sum to 1 even when every modality "
+           "of a sample is poor.\n",
            common.markdown_table(["method", "pooled", "within_sample", *MODALITIES], rho_rows), ""]
 
-    payload = {"mode": mode, "seeds": seeds, "steps": steps, "methods": methods, "caption_methods": caption_methods,
-               "setting": {k: v for k, v in setting.items()}, "environment": common.environment(), "tables": {}}
-    for part, names, metric, ref in (("classification", methods, "accuracy", reference),
-                                     ("captions", caption_methods, "token_accuracy", None)):
+    payload = {"mode": mode, "task": args.task, "seeds": seeds, "steps": steps, "methods": methods,
+               "caption_methods": caption_methods, "setting": {k: v for k, v in setting.items()},
+               "environment": common.environment(), "tables": {}}
+    caption_task = dict(TASKS["classification"], metric="token_accuracy", reference=None)
+    parts = [(args.task, methods, task)] + ([("captions", caption_methods, caption_task)] if caption_methods else [])
+    for part, names, spec in parts:
+        metric, scale, digits = spec["metric"], spec["scale"], spec["digits"]
+        reference = spec["reference"] if spec["reference"] in names else None
         oracles = [*names, *(m + sw.ORACLE_SUFFIX for m in names)]
-        md.append(f"## {part.capitalize()}: noise on one modality ({metric} %)\n")
+        md.append(f"## {part.capitalize()}: noise on one modality ({metric} {spec['unit']})\n")
         for m in MODALITIES:
             results = [s[part]["noise"][m] for s in per_seed]
-            table, numbers = common.sweep_table(results, oracles, metric=metric, reference=ref)
+            table, numbers = common.sweep_table(results, oracles, metric=metric, reference=reference,
+                                                scale=scale, digits=digits, robustness_columns=scale == 100)
             payload["tables"][f"{part}/noise/{m}"] = numbers
             name, levels = setting["noise"][m]
             md += [f"### {m}: {name} at levels {levels}\n", table, ""]
-            curves = {k: v["mean"] * 100 for k, v in numbers.items()}
+            curves = {k: v["mean"] * scale for k, v in numbers.items()}
             reports.plot_curves(levels, curves, out / f"{part}_noise_{m}.png", xlabel=f"{m} {name} level",
-                                ylabel=f"{metric} %", title=f"imro_synth {part}: {m} corrupted",
-                                bands={k: v["std"] * 100 for k, v in numbers.items()})
+                                ylabel=f"{metric} {spec['unit']}", title=f"imro_synth {part}: {m} corrupted",
+                                bands={k: v["std"] * scale for k, v in numbers.items()})
         missing = [s[part]["missing"] for s in per_seed]
         rows = []
         for j, subset in enumerate(missing[0].subsets):
-            rows.append(["+".join(subset), *(common.fmt([r.scores[m][metric][0, j] for r in missing], digits=1)
-                                             for m in names)])
-        md += [f"## {part.capitalize()}: missing modalities ({metric} %)\n",
+            rows.append(["+".join(subset), *(common.fmt([r.scores[m][metric][0, j] for r in missing], scale=scale,
+                                                        digits=digits) for m in names)])
+        md += [f"## {part.capitalize()}: missing modalities ({metric} {spec['unit']})\n",
                common.markdown_table(["dropped", *names], rows), ""]
         md += [f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
-               _scores_table(per_seed, part, "conflict", oracles, metric), ""]
-    kind_rows = [[m, *(common.fmt([s["classification"]["kinds"][c][m]["accuracy"] for s in per_seed], digits=1)
-                       for c in protocols.SYNTH_KINDS)] for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
-    md += ["## Classification: harder corruptions, one modality at a time (accuracy %)\n",
+               _scores_table(per_seed, part, "conflict", oracles, metric, spec), ""]
+    metric = task["metric"]
+    kind_rows = [[m, *(common.fmt([s[args.task]["kinds"][c][m][metric] for s in per_seed], scale=task["scale"],
+                                  digits=task["digits"]) for c in protocols.SYNTH_KINDS)]
+                 for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
+    md += [f"## {args.task.capitalize()}: harder corruptions, one modality at a time ({metric} {task['unit']})\n",
            "`+oracle`: the corrupted modality masked as missing.\n",
            common.markdown_table(["method", *protocols.SYNTH_KINDS], kind_rows), ""]
-    md += ["## Captions on the clean test set\n",
-           _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
+    if caption_methods:
+        md += ["## Captions on the clean test set\n",
+               _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
 
     if imro is not None:
         weights = sw.model_predictor(imro.model, imro.variables)(test)["reliability"]
@@ -164,36 +223,40 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
             imro.model, common.subset_rows(test, 64), out / "reliability_report.png", variables=imro.variables,
             corruptions={m: spec for m, spec in setting["noise"].items()}, num_examples=3)
         md += ["## Plots\n", "![R vs quality](imro_r_vs_quality.png)", "![IMRO reliability report](reliability_report.png)",
-               *(f"![{p} {m}]({p}_noise_{m}.png)" for p in ("classification", "captions") for m in MODALITIES), ""]
+               *(f"![{p} {m}]({p}_noise_{m}.png)" for p, _, _ in parts for m in MODALITIES), ""]
     md += [f"Command: `{args.command}`"]
     payload["per_seed"] = [
         {part: ({k: ({m: r.to_json() for m, r in v.items()} if k == "noise" else
                      v.to_json() if k == "missing" else v) for k, v in s[part].items()}
-                if part in ("classification", "captions") else s[part]) for part in s}
+                if part in (args.task, "captions") else s[part]) for part in s}
         for s in per_seed
     ]
-    return payload, "\n".join(md), summary_numbers(per_seed, setting, methods, args.command)
+    return payload, "\n".join(md), summary_numbers(per_seed, setting, methods, args.command, args.task)
 
 
-def summary_numbers(per_seed, setting, methods, command) -> dict:
-    """summary.json: classification accuracy % (mean over seeds) in every README column."""
-    scores = [s["classification"] for s in per_seed]
-    mean = lambda xs: 100 * float(np.mean(xs))
+def summary_numbers(per_seed, setting, methods, command, task_name="classification") -> dict:
+    """summary.json: the headline metric (classification: accuracy %; regression: MAE) of every
+    README column, mean over seeds."""
+    task = TASKS[task_name]
+    metric, scores = task["metric"], [s[task_name] for s in per_seed]
+    mean = lambda xs: task["scale"] * float(np.mean(xs))
     table = {}
     for m in methods:
-        row = {"clean": mean([c["clean"][m]["accuracy"] for c in scores]),
-               "missing": mean([np.mean(c["missing"].scores[m]["accuracy"]) for c in scores]),
+        row = {"clean": mean([c["clean"][m][metric] for c in scores]),
+               "missing": mean([np.mean(c["missing"].scores[m][metric]) for c in scores]),
                "spearman": float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))}
         for suffix in ("", sw.ORACLE_SUFFIX):  # the method, then its oracle
             name = m + suffix
-            row["conflict" + suffix] = mean([c["conflict"][name]["accuracy"] for c in scores])
+            row["conflict" + suffix] = mean([c["conflict"][name][metric] for c in scores])
             for modality, (_, levels) in setting["noise"].items():
                 row[f"noise:{modality}@{levels[-1]:g}{suffix}"] = mean(
-                    [c["noise"][modality].curve(name, "accuracy")[-1] for c in scores])
+                    [c["noise"][modality].curve(name, metric)[-1] for c in scores])
             for column in protocols.SYNTH_KINDS:
-                row[column + suffix] = mean([c["kinds"][column][name]["accuracy"] for c in scores])
+                row[column + suffix] = mean([c["kinds"][column][name][metric] for c in scores])
         table[m] = row
-    return common.summary_payload(command, len(per_seed), table)
+    ceiling = float(np.mean([s["spearman_ceiling"]["pooled"] for s in per_seed]))
+    return common.summary_payload(command, len(per_seed), table, digits=2 if task["scale"] == 100 else 3,
+                                  metric=metric, spearman_ceiling=round(ceiling, 3))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ by at most one, so processes may see a different number of (partial) last batche
 
 The returned iterator is a ``grain.DatasetIterator``: ``get_state()`` returns a small dict
 (JSON-serialisable) and ``set_state(state)`` on a freshly made iterator of the same pipeline
-continues with identical batches; ``grain.checkpoint.CheckpointHandler`` saves it with Orbax.
+continues with identical batches. ``imro_jax.train.checkpoint.DataStateHandler`` saves it with
+Orbax in the layout of ``grain.checkpoint.CheckpointHandler`` (one ``process_i-of-n.json`` per
+process) plus a SHA-256 checksum of the state, so that a damaged data state is reported as
+corrupt instead of restoring a different position in the stream (grain's handler has no
+checksum, and its restore needs the live iterator, which the checkpoint module does not hold).
 """
 
 from __future__ import annotations

@@ -44,11 +44,13 @@ _LAZY = {
     "sweep": (
         "ORACLE_SUFFIX", "SweepResult", "caption_predictor", "caption_scorer", "caption_scores",
         "class_prototypes", "classification_scorer", "corrupt", "corrupted_mask", "mask_corrupted",
-        "modality_subsets", "model_predictor", "proper_subsets", "rcml_conflictive", "score_predictors",
+        "modality_subsets", "model_predictor", "proper_subsets", "rcml_conflictive", "regression_scorer",
+        "score_predictors",
     ),
     "reports": (
         "plot_curves", "plot_reliability_bars", "plot_reliability_vs_quality", "plot_sweep",
-        "reliability_by_level", "reliability_quality_correlation", "reliability_report", "spearman",
+        "reliability_by_level", "reliability_quality_correlation", "reliability_report", "simplex_quality_ceiling",
+        "spearman",
     ),
 }
 __all__ += [name for names in _LAZY.values() for name in names]

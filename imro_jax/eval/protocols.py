@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from imro_jax.data.builders.handwritten import NUM_CLASSES as HANDWRITTEN_CLASSES
 from imro_jax.data.builders.handwritten import VIEWS as HANDWRITTEN_VIEWS
@@ -103,7 +104,8 @@ def handwritten_protocol(predictors: Predictors, test: dict, train: dict, *, see
 
 def modality_protocol(predictors: Predictors, test: dict, *, noise: Mapping[str, tuple[str, Sequence[float]]],
                       seed: int, scorer: Callable = sw.classification_scorer, oracle: Sequence[str] = (),
-                      num_classes: int, kinds: bool = True, modalities: Sequence[str] = SYNTH_MODALITIES) -> dict:
+                      num_classes: int, kinds: bool = True, modalities: Sequence[str] = SYNTH_MODALITIES,
+                      classes: np.ndarray | None = None) -> dict:
     """Noise per modality, missing patterns, conflict and (``kinds``) the corruptions of
     :data:`SYNTH_KINDS` for one set of ``imro_synth`` predictors.
 
@@ -117,6 +119,9 @@ def modality_protocol(predictors: Predictors, test: dict, *, noise: Mapping[str,
         num_classes: the number of classes (the conflict donors are of class y + 1).
         kinds: also score :data:`SYNTH_KINDS`.
         modalities: the modality names, sorted.
+        classes: int ``[B]`` the class of each test sample, for the conflict donors when
+            ``test["label"]`` is not the class (a regression target): the donors are then of class
+            ``classes + 1`` and the scored label stays the target.
 
     Returns:
         ``{"kinds": column -> scores, "clean": scores, "noise": modality -> SweepResult,
@@ -130,7 +135,10 @@ def modality_protocol(predictors: Predictors, test: dict, *, noise: Mapping[str,
     }
     missing = sw.sweep(predictors, test, corruption="missing", levels=[1.0], subsets=sw.proper_subsets(modalities),
                        seed=seed, scorer=scorer)
-    conflicted = sw.corrupt(test, "conflict", 1.0, modalities, key=key, fraction=1.0, num_classes=num_classes)
+    by_class = test if classes is None else _with_labels(test, classes)
+    conflicted = sw.corrupt(by_class, "conflict", 1.0, modalities, key=key, fraction=1.0, num_classes=num_classes)
+    if classes is not None:
+        conflicted = {**conflicted, "label": test["label"]}
     scored_kinds = {}
     for i, (column, (modality, name, level)) in enumerate(SYNTH_KINDS.items() if kinds else ()):
         corrupted = sw.corrupt(test, name, level, (modality,), key=jax.random.fold_in(key, 100 + i))
@@ -142,3 +150,10 @@ def modality_protocol(predictors: Predictors, test: dict, *, noise: Mapping[str,
         "missing": missing,
         "conflict": sw.score_predictors(predictors, conflicted, oracle=oracle, scorer=scorer),
     }
+
+
+def _with_labels(test: dict, classes: np.ndarray) -> dict:
+    classes = np.asarray(classes)
+    if classes.shape != np.shape(test["label"]) or not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"classes must be int [{len(test['label'])}], got {classes.dtype} {classes.shape}")
+    return {**test, "label": classes}

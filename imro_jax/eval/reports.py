@@ -75,6 +75,28 @@ def reliability_quality_correlation(
     return out
 
 
+def simplex_quality_ceiling(quality: np.ndarray, modalities: Sequence[str]) -> dict[str, float]:
+    r"""The correlations of :func:`reliability_quality_correlation` reached by the quality itself
+    put on the simplex, ``w[b, m] = q[b, m] / \sum_{m'} q[b, m']`` (``1/M`` where every q is 0).
+
+    Fusion weights live on the simplex, so their *pooled* rank correlation with an absolute
+    quality is bounded away from 1 even when they are exactly proportional to it: a sample whose
+    modalities are all poor still gets weights summing to 1. This is that bound's reference value
+    (the oracle on the simplex). Its ``within_sample`` entry is 1; its pooled and per-modality
+    entries are below 1 (``w[b, m]`` also depends on the other modalities of sample b).
+
+    Args:
+      quality: ``[batch, modality]`` non-negative ground-truth quality.
+      modalities: the M names.
+    """
+    q = np.asarray(quality, np.float64)
+    if q.ndim != 2 or np.any(q < 0) or not np.all(np.isfinite(q)):
+        raise ValueError(f"quality must be a finite non-negative [batch, modality] array, got shape {q.shape}")
+    total = q.sum(axis=1, keepdims=True)
+    weights = np.where(total > 0, q / np.where(total > 0, total, 1.0), 1.0 / q.shape[1])
+    return reliability_quality_correlation(weights, q, modalities)
+
+
 def _default_corruptions(batch: dict, levels: Sequence[float]) -> dict[str, tuple[str, list[float]]]:
     """Gaussian noise at ``levels`` for float modalities, token blanking at matching
     probabilities in [0, 1] for integer ones."""

@@ -44,6 +44,7 @@ import numpy as np
 from imro_jax import batch as batch_lib
 from imro_jax.data import apply_corruption
 from imro_jax.data.corruptions import gaussian_noise, identity_level, select_samples
+from imro_jax.eval.affect import mean_absolute_error, pearson_corr
 from imro_jax.eval.metrics import classification_report
 from imro_jax.eval.robustness import effective_robustness, relative_robustness
 
@@ -225,6 +226,22 @@ def reliability_means(reliability: np.ndarray, batch: dict) -> dict[str, float]:
 def classification_scorer(outputs: dict[str, np.ndarray], batch: dict, *, num_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL, ECE(num_bins), confidence AUROC, valid fraction and mean weights."""
     scores = classification_report(outputs["logits"], np.asarray(batch[batch_lib.LABEL]), num_bins)
+    scores["valid"] = float(np.mean(outputs["valid"])) if "valid" in outputs else 1.0
+    if "reliability" in outputs:
+        scores.update(reliability_means(outputs["reliability"], batch))
+    return scores
+
+
+def regression_scorer(outputs: dict[str, np.ndarray], batch: dict) -> dict[str, float]:
+    """MAE, Pearson correlation, RMSE (target units), valid fraction and mean weights.
+
+    The regression model's prediction is ``outputs["logits"]`` ``[B]`` (the predicted mean).
+    """
+    predictions, labels = np.asarray(outputs["logits"], np.float64), np.asarray(batch[batch_lib.LABEL], np.float64)
+    if predictions.shape != labels.shape or predictions.ndim != 1:
+        raise ValueError(f"regression_scorer needs [B] predictions and labels, got {predictions.shape}, {labels.shape}")
+    scores = {"mae": mean_absolute_error(predictions, labels), "corr": pearson_corr(predictions, labels),
+              "rmse": float(np.sqrt(np.mean((predictions - labels) ** 2)))}
     scores["valid"] = float(np.mean(outputs["valid"])) if "valid" in outputs else 1.0
     if "reliability" in outputs:
         scores.update(reliability_means(outputs["reliability"], batch))

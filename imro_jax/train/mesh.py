@@ -73,16 +73,38 @@ def make_mesh(data: int, model: int, devices: Sequence[jax.Device] | None = None
 
 
 CPU_FFT_DEADLOCK_WORKAROUND = "--xla_cpu_multi_thread_eigen=false"
+# XLA:CPU aborts the process (`Termination timeout ... of 40 seconds exceeded`) when a simulated
+# device's thread reaches a collective more than 40 s after the others. On a loaded 2-core machine
+# running 8 simulated devices beside other jobs that happens without any deadlock (seen in CI).
+CPU_COLLECTIVE_TERMINATE_TIMEOUT_S = 900
+CPU_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+
+
+def _jaxlib_version() -> tuple[int, int]:
+    major, minor = (int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
+    return major, minor
 
 
 def simulated_cpu_xla_flags() -> str:
     """Extra `XLA_FLAGS` for simulated CPU devices (`--xla_force_host_platform_device_count`).
 
-    With jax/jaxlib 0.11.x a jitted program holding an FFT (the spectrogram encoder's log-mel)
-    and a collective deadlocks on >= 2 simulated CPU devices: the FFT's parallel tasks wait on
-    XLA:CPU's shared Eigen pool while the other devices' threads block in the collective
-    (`experiments/compat/cpu_fft_collective.py` reproduces it). Single-threaded Eigen avoids it.
-    jax 0.10.x is unaffected and keeps its defaults (returns "").
+    - jaxlib >= 0.10: the collective termination timeout is raised from 40 s to
+      `CPU_COLLECTIVE_TERMINATE_TIMEOUT_S`. The simulated devices are threads of one process; on an
+      oversubscribed CPU one of them can reach an all-gather more than 40 s after the others, and
+      XLA then aborts the whole process. The flag exists in jaxlib 0.10.2 and 0.11.2 (checked) and
+      not in 0.7.1, whose timeout is fixed; XLA rejects unknown flags, so older versions get none.
+    - jaxlib >= 0.11: a jitted program holding an FFT (the spectrogram encoder's log-mel) and a
+      collective deadlocks on >= 2 simulated CPU devices: the FFT's parallel tasks wait on XLA:CPU's
+      shared Eigen pool while the other devices' threads block in the collective
+      (`experiments/compat/cpu_fft_collective.py` reproduces it). Single-threaded Eigen avoids it.
+
+    Returns:
+        The flags, space separated ("" when none applies).
     """
-    major, minor = (int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
-    return CPU_FFT_DEADLOCK_WORKAROUND if (major, minor) >= (0, 11) else ""
+    version = _jaxlib_version()
+    flags = []
+    if version >= (0, 10):
+        flags.append(f"{CPU_COLLECTIVE_TIMEOUT_FLAG}={CPU_COLLECTIVE_TERMINATE_TIMEOUT_S}")
+    if version >= (0, 11):
+        flags.append(CPU_FFT_DEADLOCK_WORKAROUND)
+    return " ".join(flags)

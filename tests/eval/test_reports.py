@@ -70,6 +70,22 @@ def test_reliability_quality_correlation_matches_scipy():
         reports.reliability_quality_correlation(reliability[:, :2], quality, ("x", "y", "z"))
 
 
+def test_simplex_quality_ceiling_is_the_normalised_quality_scored_against_itself():
+    rng = np.random.default_rng(1)
+    quality = rng.beta(2.0, 2.0, size=(3000, 3))
+    quality[rng.random(quality.shape) < 0.1] = 0.0
+    quality[0] = 0.0  # a sample without any usable modality: uniform weights
+    rho = reports.simplex_quality_ceiling(quality, ("x", "y", "z"))
+    total = quality.sum(axis=1, keepdims=True)
+    weights = np.divide(quality, total, out=np.full_like(quality, 1 / 3), where=total > 0)
+    assert rho["pooled"] == pytest.approx(stats.spearmanr(weights.ravel(), quality.ravel()).statistic)
+    assert rho["x"] == pytest.approx(stats.spearmanr(weights[:, 0], quality[:, 0]).statistic)
+    assert rho["within_sample"] == pytest.approx(1.0)  # the order within a sample is the quality's
+    assert 0.5 < rho["pooled"] < 0.95  # on the simplex, even the oracle's pooled rho stays below 1
+    with pytest.raises(ValueError, match="non-negative"):
+        reports.simplex_quality_ceiling(-quality, ("x", "y", "z"))
+
+
 def test_plots_are_written(batch, tmp_path):
     result = sw.sweep({"var": lambda b: dict(variance_reliability(b), logits=10.0 * np.asarray(b["a"]))},
                       {k: batch[k] for k in (*VIEWS, "mask", "label")} | {"tokens": batch["tokens"]},

@@ -191,3 +191,55 @@ def test_oracle_masks_exactly_the_levels_that_change_the_input():
         changed = not np.array_equal(out["a"], batch["a"])
         assert changed == hit, (name, level)  # the ground truth: did the input change?
         assert bool(sweep_lib.corrupted_mask(out)["a"].all()) == hit, (name, level)
+
+
+def test_regression_scorer_matches_sklearn_and_scipy():
+    from scipy import stats
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    rng = np.random.default_rng(3)
+    labels = rng.normal(size=50)
+    predictions = labels + 0.3 * rng.normal(size=50)
+    reliability = np.full((50, 3), 1 / 3)
+    batch = {"label": labels, "mask": {v: np.ones(50, bool) for v in VIEWS}, **{v: np.zeros((50, 2)) for v in VIEWS}}
+    scores = sw.regression_scorer({"logits": predictions, "reliability": reliability,
+                                   "valid": np.r_[np.ones(40, bool), np.zeros(10, bool)]}, batch)
+    assert scores["mae"] == pytest.approx(mean_absolute_error(labels, predictions))
+    assert scores["rmse"] == pytest.approx(math.sqrt(mean_squared_error(labels, predictions)))
+    assert scores["corr"] == pytest.approx(stats.pearsonr(predictions, labels).statistic)
+    assert scores["valid"] == pytest.approx(0.8) and scores["R/a"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match=r"\[B\] predictions"):
+        sw.regression_scorer({"logits": predictions[:, None]}, batch)
+
+
+def test_protocol_conflict_with_a_regression_target_takes_donors_of_the_next_class():
+    from imro_jax.eval import protocols
+
+    rng = np.random.default_rng(4)
+    n, classes = 40, np.repeat(np.arange(K, dtype=np.int32), 10)
+    # each view holds the sample's class in column 0 (so the donor's class is visible afterwards)
+    test = {v: np.stack([classes.astype(np.float32), rng.normal(size=n).astype(np.float32)], 1) for v in VIEWS}
+    test["mask"] = {v: np.ones(n, bool) for v in VIEWS}
+    test["label"] = (classes + 0.1 * rng.normal(size=n)).astype(np.float32)  # a regression target
+    seen = {}
+
+    def predictor(batch):  # the mean of the views' column 0: the target if nothing is swapped
+        seen["batch"] = batch
+        return {"logits": np.mean([np.asarray(batch[v])[:, 0] for v in VIEWS], 0), "valid": np.ones(n, bool),
+                "reliability": np.full((n, 3), 1 / 3)}
+
+    def conflict_only(predictors, batch, **kwargs):
+        return protocols.modality_protocol(predictors, batch, noise={}, seed=0, scorer=sw.regression_scorer,
+                                           num_classes=K, kinds=False, modalities=VIEWS, **kwargs)["conflict"]
+
+    scores = conflict_only({"mean": predictor}, test, classes=classes)
+    conflicted = seen["batch"]
+    np.testing.assert_array_equal(conflicted["label"], test["label"])  # the target is kept
+    swapped = np.stack([np.asarray(conflicted[v])[:, 0] != classes for v in VIEWS], 1)
+    assert np.all(swapped.sum(1) == 1)  # every sample: exactly one view from another sample ...
+    donors = np.asarray([np.asarray(conflicted[v])[i, 0] for i, v in zip(range(n), np.array(VIEWS)[swapped.argmax(1)])])
+    np.testing.assert_array_equal(donors, (classes + 1) % K)  # ... of the next class
+    expected = np.mean(np.abs((2 * classes + (classes + 1) % K) / 3 - test["label"]))
+    assert scores["mean"]["mae"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="integer class labels"):  # no classes: a float target cannot pick donors
+        conflict_only({"mean": predictor}, test)

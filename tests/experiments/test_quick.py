@@ -31,14 +31,14 @@ def shared(tmp_path_factory):
     return {"root": root, "env": env}
 
 
-def run_quick(shared, name: str) -> tuple[dict, str, pathlib.Path]:
-    out = shared["root"] / name
-    command = [sys.executable, str(REPO / "experiments" / f"{name}.py"), "--quick", "--out", str(out),
+def run_quick(shared, name: str, *flags: str) -> tuple[dict, str, pathlib.Path]:
+    out = shared["root"] / "-".join((name, *flags))
+    command = [sys.executable, str(REPO / "experiments" / f"{name}.py"), "--quick", *flags, "--out", str(out),
                "--data_dir", str(shared["root"] / "tfds"), "--workdir", str(shared["root"] / "runs")]
     done = subprocess.run(command, env=shared["env"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     markdown = (out / "results.md").read_text()
-    assert "QUICK" in markdown and f"python experiments/{name}.py --quick" in markdown
+    assert "QUICK" in markdown and " ".join([f"python experiments/{name}.py --quick", *flags]) in markdown
     return json.loads((out / "results.json").read_text()), markdown, out
 
 
@@ -49,11 +49,11 @@ def assert_pngs(out: pathlib.Path, names):
 
 def test_handwritten_quick(shared):
     payload, markdown, out = run_quick(shared, "handwritten")
-    assert payload["mode"] == "quick" and payload["methods"] == ["imro", "uniform", "late"]
+    assert payload["mode"] == "quick" and payload["methods"] == ["imro", "uniform"]
     seed = payload["per_seed"][0]
     noise = seed["noise"]
     assert noise["levels"] == [0.0, 0.1, 1.0, 10.0] and len(noise["subsets"]) == 3
-    assert set(noise["scores"]) == {"imro", "uniform", "late", "imro+oracle", "uniform+oracle", "late+oracle"}
+    assert set(noise["scores"]) == {"imro", "uniform", "imro+oracle", "uniform+oracle"}
     for method, scores in seed["clean"].items():
         assert 0.1 < scores["accuracy"] <= 1.0, method
     # At sigma 0 the oracle masks nothing: it is the clean model.
@@ -62,7 +62,7 @@ def test_handwritten_quick(shared):
     assert "RCML (published)" in markdown and "99.40" in markdown
     assert_pngs(out, ["noise_accuracy.png", "noise_weight_of_noisy_views.png", "reliability_report.png"])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["seeds"] == 1 and set(summary["methods"]) == {"imro", "uniform", "late"}
+    assert summary["seeds"] == 1 and set(summary["methods"]) == {"imro", "uniform"}
     row = summary["methods"]["imro"]
     assert {"clean", "conflictive", "noise@10", "noise@10+oracle", "misaligned", "shuffle+oracle"} <= set(row)
     assert row["clean"] == pytest.approx(100 * seed["clean"]["imro"]["accuracy"], abs=0.006)
@@ -109,6 +109,23 @@ def test_synth_quick(shared):
     assert row["vision blur@2"] == pytest.approx(100 * kinds["vision blur@2"]["imro"]["accuracy"], abs=0.006)
     assert_pngs(out, ["imro_r_vs_quality.png", "reliability_report.png", "classification_noise_audio.png",
                       "captions_noise_text.png"])
+
+
+def test_synth_regression_quick(shared):
+    payload, markdown, out = run_quick(shared, "synth", "--task", "regression")
+    assert payload["task"] == "regression" and payload["caption_methods"] == []
+    seed = payload["per_seed"][0]
+    assert set(seed) == {"regression", "spearman", "spearman_ceiling", "steps_per_s"}  # no captions
+    clean = seed["regression"]["clean"]["imro"]
+    assert clean["mae"] > 0 and -1.0 <= clean["corr"] <= 1.0 and clean["rmse"] >= clean["mae"]
+    assert "mae" in seed["regression"]["conflict"]["imro+oracle"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "mae" and 0.5 < summary["spearman_ceiling"] < 1.0
+    row = summary["methods"]["imro"]
+    assert row["clean"] == pytest.approx(clean["mae"], abs=0.006)  # MAE in target units, not %
+    assert {"missing", "conflict", "noise:audio@1", "audio babble@0+oracle"} <= set(row)
+    assert "rel. rob." not in markdown  # the MultiBench columns assume accuracy
+    assert_pngs(out, ["imro_r_vs_quality.png", "regression_noise_vision.png"])
 
 
 def test_select_reliability_quick(shared):

@@ -77,7 +77,7 @@ def test_unnormalised_reliability_is_the_raw_ratio_and_changes_the_fusion():
     raw_cfg = tiny_config("imro")
     raw_cfg.reliability.normalize = False
     raw_model = build_model(raw_cfg)
-    raw = raw_model.apply(variables, batch, train=False)  # same parameters: R only changes scale
+    raw = jax.jit(lambda v, b: raw_model.apply(v, b, train=False))(variables, batch)  # same parameters: R only changes scale
     np.testing.assert_allclose(raw.entropy, base.entropy, rtol=1e-6)
     present = np.asarray(raw.present)
     eps = cfg.reliability.eps

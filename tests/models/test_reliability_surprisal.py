@@ -106,18 +106,19 @@ def test_fitted_surprisal_flags_a_corrupted_modality_and_lowers_its_weight():
     cfg, model = _surprisal_model()
     train = make_batch(cfg, batch_size=256, seed=4, sequence_lengths={})
     variables = model.init({"params": jax.random.key(0)}, make_batch(cfg, 4, sequence_lengths={}), train=False)
-    unfitted = model.apply(variables, train, train=False)
+    apply = jax.jit(lambda v, b: model.apply(v, b, train=False))  # eager applies took most of a minute
+    unfitted = apply(variables, train)
     np.testing.assert_array_equal(unfitted.entropy, 0.0)  # nothing fitted: no excess
     variables = with_stats(variables, fit_reliability_stats(model, variables, _batches(train, 64)))
     clean = make_batch(cfg, batch_size=64, seed=5, sequence_lengths={})
     noisy = dict(clean, a=clean["a"] + 30.0 * np.random.default_rng(6).normal(size=clean["a"].shape).astype(np.float32))
-    out_clean, out_noisy = (model.apply(variables, b, train=False) for b in (clean, noisy))
+    out_clean, out_noisy = (apply(variables, b) for b in (clean, noisy))
     assert float(jnp.median(out_clean.entropy[:, 0])) < 1.0  # typical: almost no excess surprisal
     assert float(jnp.min(out_noisy.entropy[:, 0])) > 10 * float(jnp.median(out_clean.entropy[:, 0])) + 5
     assert float(jnp.mean(out_noisy.reliability[:, 0])) < 0.5 * float(jnp.mean(out_clean.reliability[:, 0]))
     np.testing.assert_allclose(jnp.sum(out_noisy.reliability, -1), 1.0, rtol=1e-5)
     # No gradient flows through the fitted statistics into the encoders via H.
-    grad = jax.grad(lambda p: jnp.sum(model.apply({**variables, "params": p}, noisy, train=False).entropy))(
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(apply({**variables, "params": p}, noisy).entropy)))(
         variables["params"])
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grad))
 

@@ -36,6 +36,14 @@ def test_vote_passes_no_gradient_to_the_weights():
     np.testing.assert_array_equal(grad, 0.0)
 
 
+def _init(model, batch):  # jitted: eager init and apply of a whole model take many seconds each
+    return jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b, train=False))(batch)
+
+
+def _apply(model, variables, batch):
+    return jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_model_output_is_the_vote_of_its_own_heads_and_weights(task):
     cfg = tiny_config(task=task)
@@ -44,10 +52,10 @@ def test_model_output_is_the_vote_of_its_own_heads_and_weights(task):
     first = sorted(cfg.modalities)[0]
     batch["mask"][first] = np.array([True, False, True, False, True, True])  # some absent: no vote
     plain = build_model(cfg)
-    variables = plain.init({"params": jax.random.key(0)}, batch, train=False)
+    variables = _init(plain, batch)
     cfg.reliability = dict(cfg.reliability, decision=0.4)
     voted = build_model(cfg)
-    out0, out1 = (m.apply(variables, batch, train=False) for m in (plain, voted))
+    out0, out1 = (_apply(m, variables, batch) for m in (plain, voted))
     r, u = np.asarray(out0.reliability, np.float64), np.asarray(out0.unimodal_logits, np.float64)
     assert np.all(r[~batch["mask"][first], 0] == 0.0)
     if task == "regression":
@@ -63,10 +71,10 @@ def test_uniform_fusion_ignores_the_vote():
     cfg = tiny_config(fusion="uniform")
     batch = make_batch(cfg, batch_size=4)
     model = build_model(cfg)
-    variables = model.init({"params": jax.random.key(0)}, batch, train=False)
+    variables = _init(model, batch)
     cfg.reliability = dict(cfg.reliability, decision=0.5)
-    np.testing.assert_array_equal(build_model(cfg).apply(variables, batch, train=False).logits,
-                                  model.apply(variables, batch, train=False).logits)
+    np.testing.assert_array_equal(_apply(build_model(cfg), variables, batch).logits,
+                                  _apply(model, variables, batch).logits)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

@@ -1,5 +1,6 @@
 """Checkpoints: round trip, other mesh, corrupted/incomplete fallback, retention, fingerprints."""
 
+import json
 import logging
 import shutil
 
@@ -81,6 +82,13 @@ def _delete_data_state(root):
     (root / "4" / "data" / "process_0-of-1.json").unlink()
 
 
+def _edit_data_state(root):  # valid JSON, another stream position: only the checksum can tell
+    path = root / "4" / "data" / "process_0-of-1.json"
+    payload = json.loads(path.read_text())
+    payload["value"] = {"index": 3} if isinstance(payload["value"], dict) else "AAAA"
+    path.write_text(json.dumps(payload))
+
+
 def _truncate_meta(root):
     path = root / "4" / "meta" / "metadata"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -89,7 +97,8 @@ def _truncate_meta(root):
 # A failed TensorStore read can leave Orbax's event-loop callback to fire after the loop closed
 # (an "Exception ignored" in a background thread, harmless): not ours to fix.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("corrupt", [_flip_bytes, _swap_state, _delete_data_state, _truncate_meta])
+@pytest.mark.parametrize("corrupt", [_flip_bytes, _swap_state, _delete_data_state, _edit_data_state,
+                                     _truncate_meta])
 def test_corrupted_latest_is_reported_and_skipped(tmp_path, setup, states, caplog, corrupt):
     first_host, _, _, _ = states
     root = _save_two(tmp_path, states)
