@@ -5,9 +5,9 @@
 ``DIR`` holds MulT's aligned pickle (``mosei_senti_data.pkl`` or ``mosi_data.pkl``; where to get
 it: ``imro_jax.data.builders.cmu_affect.manual_instructions``). For each seed:
 
-* every fusion the model accepts for regression (``imro_jax.models.spec.FUSIONS`` filtered by
-  ``parse_model_config``) is trained on the sentiment score with the L1 loss
-  (``experiments/configs/<dataset>.py``), and every other fusion (the classification-only
+* every method whose fusion supports regression (``common.methods_for("regression")``: IMRO, the
+  paper's estimator ``imro_paper``, and the baselines) is trained on the sentiment score with the L1
+  loss (``experiments/configs/<dataset>.py``), and every other method (the classification-only
   ``energy`` and ``evidential``) on the 7 rounded classes (``seven_class`` of
   ``experiments/configs/cmu_mosei_class7.py``); ``model.label_variance`` is set to the variance
   of the training scores;
@@ -38,8 +38,6 @@ from imro_jax.data.builders import cmu_affect
 from imro_jax.train.config import with_overrides
 from imro_jax.eval import affect_report, reports
 from imro_jax.eval import sweep as sweep_lib
-from imro_jax.models import parse_model_config
-from imro_jax.models.spec import FUSIONS
 
 NAME = "affect"
 BUILDERS = {"cmu_mosei": cmu_affect.CmuMosei, "cmu_mosi": cmu_affect.CmuMosi}
@@ -77,15 +75,6 @@ def require_pickle(dataset: str, manual_dir: str) -> None:
         raise SystemExit(f"[{NAME}] {path} not found.\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
 
-def supports(config, fusion: str) -> bool:
-    """Whether the model accepts ``fusion`` for the config's task (the spec's own check)."""
-    try:
-        parse_model_config(with_overrides(config, {"model.fusion": fusion}).model)
-    except ValueError:
-        return False
-    return True
-
-
 def affect_scorer(outputs: dict, batch: dict) -> dict[str, float]:
     """:func:`imro_jax.eval.affect_report` of the predicted scores, valid fraction and mean R."""
     scores = affect_report(outputs["logits"], batch["label"])
@@ -105,7 +94,7 @@ def evaluate(trained: dict, test: dict, scorer, setting: dict, seed: int) -> dic
 
 
 def train_all(configs: dict, methods: list[str], seed: int, workdir: pathlib.Path) -> dict:
-    return {m: common.train(with_overrides(configs, {"model.fusion": m, "seed": seed}), workdir)
+    return {m: common.train(with_overrides(configs, {**common.method_overrides(m), "seed": seed}), workdir)
             for m in methods}
 
 
@@ -123,8 +112,9 @@ def main(argv=None) -> dict:
     variance = float(np.var(train_scores.astype(np.float64)))
     regression = with_overrides(regression, {"model.label_variance": variance})
     class7 = seven_class(regression)
-    methods = {"regression": list(setting["regression"] or [f for f in FUSIONS if supports(regression, f)])}
-    methods["class7"] = list(setting["class7"] or [f for f in FUSIONS if f not in methods["regression"]])
+    methods = {"regression": list(setting["regression"] or common.methods_for("regression"))}
+    methods["class7"] = list(setting["class7"] or [m for m in common.methods_for("classification")
+                                                   if m not in methods["regression"]])
     print(f"[{NAME}] {mode} on {args.dataset}: {setting['seeds']} seed(s), regression {methods['regression']}, "
           f"7 classes {methods['class7']}, {regression.train.num_steps} steps", flush=True)
 
