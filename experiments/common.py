@@ -358,15 +358,14 @@ def sweep_table(results: Sequence[Any], methods: Sequence[str], *, metric: str =
     rows, numbers = [], {}
     for m in methods:
         stats = curve_stats(results, m, metric)
-        if not robustness_columns:
-            numbers[m] = stats
-            rows.append([m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels)))])
-            continue
-        rob = robustness(results, m, reference, metric) if len(levels) >= 2 else {"relative": [], "effective": []}
-        numbers[m] = {**stats, "robustness": rob}
-        rows.append([m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels))),
-                     fmt(rob["relative"], scale=scale, digits=digits) if rob["relative"] else "",
-                     fmt(rob["effective"], scale=scale, digits=digits) if reference else ""])
+        row = [m, *(fmt(stats["per_seed"][:, i], scale=scale, digits=digits) for i in range(len(levels)))]
+        numbers[m] = stats
+        if robustness_columns:
+            rob = robustness(results, m, reference, metric) if len(levels) >= 2 else {"relative": [], "effective": []}
+            numbers[m] = {**stats, "robustness": rob}
+            row += [fmt(rob["relative"], scale=scale, digits=digits) if rob["relative"] else "",
+                    fmt(rob["effective"], scale=scale, digits=digits) if reference else ""]
+        rows.append(row)
     return markdown_table(header, rows), numbers
 
 

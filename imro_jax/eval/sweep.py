@@ -226,10 +226,15 @@ def reliability_means(reliability: np.ndarray, batch: dict) -> dict[str, float]:
 def classification_scorer(outputs: dict[str, np.ndarray], batch: dict, *, num_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL, ECE(num_bins), confidence AUROC, valid fraction and mean weights."""
     scores = classification_report(outputs["logits"], np.asarray(batch[batch_lib.LABEL]), num_bins)
-    scores["valid"] = float(np.mean(outputs["valid"])) if "valid" in outputs else 1.0
+    return {**scores, **_validity_and_weights(outputs, batch)}
+
+
+def _validity_and_weights(outputs: dict[str, np.ndarray], batch: dict) -> dict[str, float]:
+    """What every scorer adds: the valid fraction and, given ``reliability``, the mean weights."""
+    extra = {"valid": float(np.mean(outputs["valid"])) if "valid" in outputs else 1.0}
     if "reliability" in outputs:
-        scores.update(reliability_means(outputs["reliability"], batch))
-    return scores
+        extra.update(reliability_means(outputs["reliability"], batch))
+    return extra
 
 
 def regression_scorer(outputs: dict[str, np.ndarray], batch: dict) -> dict[str, float]:
@@ -242,10 +247,7 @@ def regression_scorer(outputs: dict[str, np.ndarray], batch: dict) -> dict[str, 
         raise ValueError(f"regression_scorer needs [B] predictions and labels, got {predictions.shape}, {labels.shape}")
     scores = {"mae": mean_absolute_error(predictions, labels), "corr": pearson_corr(predictions, labels),
               "rmse": float(np.sqrt(np.mean((predictions - labels) ** 2)))}
-    scores["valid"] = float(np.mean(outputs["valid"])) if "valid" in outputs else 1.0
-    if "reliability" in outputs:
-        scores.update(reliability_means(outputs["reliability"], batch))
-    return scores
+    return {**scores, **_validity_and_weights(outputs, batch)}
 
 
 def caption_scores(tokens: np.ndarray, targets: np.ndarray) -> dict[str, float]:
