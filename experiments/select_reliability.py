@@ -1,6 +1,6 @@
 """Chooses the default IMRO variant on a validation split (never on test data).
 
-    python experiments/select_reliability.py [--quick] [--seeds N] [--out DIR]
+    python experiments/select_reliability.py [--quick] [--seeds N] [--variants A,B,...] [--out DIR]
 
 UCI Handwritten: every variant is trained on ``train[:80%]`` of the fixed split (1280 samples)
 and scored on the held-out ``train[80%:]`` (320 samples); the test split is never read. The
@@ -11,7 +11,7 @@ conditions (each a mean over seeds):
 * 3 views missing (the same triples).
 
 The selection score is the mean accuracy over these conditions; the variant with the highest
-score becomes ``experiments/configs/trimodal.py``'s default (``model.reliability`` and
+score becomes ``imro_jax/configs/trimodal.py``'s default (``model.reliability`` and
 ``model.modality_dropout``, shared by every fusion). Writes ``results.md``, ``results.json``
 and ``summary.json`` to ``--out`` (default ``experiments/results/select_reliability``).
 """
@@ -40,6 +40,12 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
     **{f"surprisal+agreement+dropout{p}+vote{b}": {
         **SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": p, "model.reliability.decision": b}
        for p, b in ((0.3, 0.5), (0.5, 0.5), (0.3, 1.0))},
+    # the vote with tempered weights R^p / sum R^p (model.reliability.vote_power), and a later
+    # excess-surprisal threshold (quantile): the leads of the vote1.0 run's post-hoc probe
+    **{f"surprisal+agreement+dropout0.3+vote{b}+power{p}" + (f"+q{q}" if q != 0.99 else ""): {
+        **SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.3,
+        "model.reliability.decision": b, "model.reliability.vote_power": p, "model.reliability.quantile": q}
+       for b, p, q in ((1.0, 0.5, 0.99), (0.75, 0.5, 0.99), (1.0, 0.5, 0.999))},
 }
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
@@ -64,8 +70,25 @@ def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, flo
     return out
 
 
+def variants_flag(parser) -> None:
+    parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: the "
+                                                       f"setting's); known: {', '.join(VARIANTS)}")
+
+
+def chosen_variants(flag: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--variants`` subset, in the given order; an unknown name is an error naming it."""
+    if not flag:
+        return default
+    names = tuple(n.strip() for n in flag.split(",") if n.strip())
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise SystemExit(f"--variants: unknown variant(s) {unknown or flag!r}; known: {', '.join(VARIANTS)}")
+    return names
+
+
 def main(argv=None) -> dict:
-    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv)
+    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=variants_flag)
+    setting["variants"] = chosen_variants(args.variants, setting["variants"])
     overrides = {**common.train_overrides(args), "data.train_split": TRAIN}
     base = common.load_config("handwritten", overrides)
     validation = common.load_split(base.data, VALIDATION)

@@ -189,7 +189,8 @@ class IMROModel(nn.Module):
             else:
                 logits = self.head(fused)
                 if s.reliability.decision > 0 and get_fusion(s.fusion).reliability_vote:
-                    logits = reliability_vote(logits, estimate.unimodal, weights, s.reliability.decision, s.task)
+                    logits = reliability_vote(logits, estimate.unimodal, weights, s.reliability.decision, s.task,
+                                              power=s.reliability.vote_power)
         else:
             logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)
         if s.task == "regression":
@@ -247,16 +248,19 @@ class IMROModel(nn.Module):
 
 
 def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, beta: float,
-                     task: str) -> jax.Array:
+                     task: str, power: float = 1.0) -> jax.Array:
     r"""The prediction mixed with the reliability-weighted vote of the unimodal heads.
 
     .. math::
 
-        \text{classification: } (1 - \beta) \log p_{joint}(y) + \beta \sum_m R_m \log q(y \mid x_m),
-        \qquad \text{regression: } (1 - \beta) \mu_{joint} + \beta \sum_m R_m \mu_m,
+        \text{classification: } (1 - \beta) \log p_{joint}(y) + \beta \sum_m w_m \log q(y \mid x_m),
+        \qquad \text{regression: } (1 - \beta) \mu_{joint} + \beta \sum_m w_m \mu_m,
+        \qquad w_m = R_m^p / \textstyle\sum_{m'} R_{m'}^p,
 
-    with the weights ``R`` (on the simplex over the present modalities, so an absent modality
-    casts no vote) held constant (stop-gradient): the vote trains the heads, not the weights.
+    with the weights ``R`` (on the simplex over the present modalities, so an absent modality,
+    R = 0, casts no vote) held constant (stop-gradient): the vote trains the heads, not the
+    weights. ``p = 1`` votes with R itself; ``p < 1`` tempers it (a log-linear pool with R
+    weights counts a confident head twice: once in R, once in its sharp log q).
     The classification output is a log-linear pool (a weighted product of experts); softmax
     renormalises it. The vote degrades as late fusion does when modalities go missing, which
     the token fusion alone does not (``experiments/results/select_reliability``).
@@ -267,11 +271,16 @@ def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, 
       weights: ``[B, M]`` the fusion's R.
       beta: the vote's weight in [0, 1].
       task: ``"classification"`` or ``"regression"``.
+      power: the tempering power ``p > 0``.
 
     Returns:
       The pooled output, same shape and dtype as ``joint``.
     """
     r = jax.lax.stop_gradient(weights).astype(jnp.float32)
+    if power != 1.0:
+        tempered = jnp.where(r > 0, jnp.maximum(r, 1e-30) ** power, 0.0)
+        total = jnp.sum(tempered, axis=-1, keepdims=True)
+        r = jnp.where(total > 0, tempered / jnp.where(total > 0, total, 1.0), 0.0)
     if task == "regression":
         vote = jnp.einsum("bm,bm->b", r, unimodal[..., 0].astype(jnp.float32))[:, None]
         pooled = (1.0 - beta) * joint.astype(jnp.float32) + beta * vote

@@ -149,6 +149,9 @@ class ReliabilitySpec:
       decision: ``imro`` only: the weight ``beta`` in [0, 1] of the reliability-weighted vote of the
         unimodal heads in the prediction, ``(1 - beta) log p_joint + beta sum_m R_m log q_m``
         (classification; regression mixes the means); 0 is the paper's token fusion alone.
+      vote_power: the power ``p > 0`` the vote tempers R with: each present modality votes with
+        ``R_m^p / sum_m' R_m'^p`` (1: R itself; below 1 flattens the weights towards the present
+        modalities, so one confident head counts less).
     """
 
     entropy: str
@@ -160,19 +163,20 @@ class ReliabilitySpec:
     quantile: float = 0.99
     fit_examples: int = 4096
     decision: float = 0.0
+    vote_power: float = 1.0
 
     def __post_init__(self):
         checks = (
             ("eps", self.eps > 0), ("agreement", self.agreement >= 0), ("shrinkage", 0 <= self.shrinkage <= 1),
             ("rank", isinstance(self.rank, int) and self.rank >= 0), ("quantile", 0 < self.quantile < 1),
             ("fit_examples", isinstance(self.fit_examples, int) and self.fit_examples >= 2),
-            ("decision", 0 <= self.decision <= 1),
+            ("decision", 0 <= self.decision <= 1), ("vote_power", self.vote_power > 0),
         )
         for key, ok in checks:
             if not ok:
                 raise ValueError(f"model.reliability.{key} has an invalid value {getattr(self, key)!r} "
                                  "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
-                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1])")
+                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0)")
 
 
 @dataclasses.dataclass(frozen=True)

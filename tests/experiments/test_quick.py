@@ -138,3 +138,12 @@ def test_select_reliability_quick(shared):
     assert payload["selected"] == max(table, key=lambda v: table[v]["score"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["command"] == "python experiments/select_reliability.py --quick" and summary["seeds"] == 1
+
+
+def test_select_reliability_names_an_unknown_variant(shared, tmp_path):
+    command = [sys.executable, str(REPO / "experiments" / "select_reliability.py"), "--quick",
+               "--variants", "paper,no-such-variant", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, env=shared["env"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "no-such-variant" in done.stderr and "surprisal+agreement+dropout0.3+vote1.0+power0.5" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -20,6 +20,27 @@ def test_vote_is_the_log_linear_pool_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("power", [0.5, 2.0])
+def test_tempered_vote_uses_renormalised_powers_and_keeps_absent_modalities_out(power):
+    rng = np.random.default_rng(3)
+    joint, unimodal = rng.normal(size=(3, 4)), rng.normal(size=(3, 3, 4))
+    weights = rng.dirichlet(np.ones(3), size=3)
+    weights[0] = [0.0, 0.2, 0.8]  # an absent modality (R = 0) keeps weight 0 after tempering
+    weights[1] = [0.0, 1.0, 0.0]
+    got = reliability_vote(jnp.asarray(joint), jnp.asarray(unimodal), jnp.asarray(weights), 1.0, "classification",
+                           power=power)
+    w = weights ** power
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bm,bmc->bc", w, log_softmax(unimodal, -1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(jax.grad(lambda u: jnp.sum(reliability_vote(
+        jnp.asarray(joint), u, jnp.asarray(weights), 1.0, "classification", power=power)))(jnp.asarray(unimodal))))
+    # a sample with no modality at all (every R = 0) gets no vote, not NaN
+    empty = reliability_vote(jnp.asarray(joint[:1]), jnp.asarray(unimodal[:1]), jnp.zeros((1, 3)), 1.0,
+                             "classification", power=power)
+    np.testing.assert_array_equal(empty, 0.0)
+
+
 def test_vote_mixes_regression_means_and_ignores_variances():
     joint = np.array([[1.0], [-2.0]])
     unimodal = np.array([[[0.0, 3.0], [4.0, -1.0]], [[2.0, 0.0], [2.0, 5.0]]])
@@ -82,6 +103,14 @@ def test_bad_vote_weight_is_named(value):
     cfg = tiny_config()
     cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=value)
     with pytest.raises(ValueError, match="model.reliability.decision"):
+        parse_model_config(cfg)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_bad_vote_power_is_named(value):
+    cfg = tiny_config()
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5, vote_power=value)
+    with pytest.raises(ValueError, match="model.reliability.vote_power"):
         parse_model_config(cfg)
 
 
