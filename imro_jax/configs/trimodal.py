@@ -62,7 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
         # imro: weight of the R-weighted vote of the unimodal heads in the prediction (1: the vote
         # alone; chosen on validation with agreement and modality dropout)
         decision=1.0,
-        vote_power=1.0,  # the vote's weights R^p / sum R^p (1: R itself)
+        # the vote's weights R^p / sum R^p (1: R itself); 0.5 chosen on validation
+        # (experiments/results/select_vote_power: 98.21 against 98.04 for p = 1, 2 seeds)
+        vote_power=0.5,
     ))
     config.model.modalities = ml_collections.ConfigDict()
     config.model.modalities.text = dict(encoder="text", vocab_size=256, max_len=32)

@@ -487,6 +487,8 @@ def _check_arguments(batch, name, modalities, num_classes, pool):
     unknown = [m for m in modalities if m not in available]
     if not modalities or unknown:
         raise ValueError(f"modalities {list(modalities)} invalid for {name!r}; batch has {available}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities {list(modalities)} list a modality twice for {name!r}")
     if name == "conflict":
         if num_classes is None or num_classes < 2:
             raise ValueError(f"conflict needs num_classes >= 2, got {num_classes}")
@@ -569,59 +571,119 @@ def apply_corruption(
     modalities = tuple(modalities)
     _check_arguments(batch, name, modalities, num_classes, pool)
     _check_concrete(name, level, fraction)
+    for m in modalities:
+        _check_modality(batch, m, name)
+    candidates = _candidates(batch, name, pool)
+    slots = jnp.asarray([modalities.index(m) if m in modalities else -1 for m in candidates], jnp.int32)
     as_f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731  one compilation for floats and arrays
-    return _apply(
-        batch, as_f32(level), as_f32(fraction), key, pool, name=name, modalities=modalities, num_classes=num_classes,
-        blank_token=blank_token,
-    )
+    inputs = {k: v for k, v in batch.items() if k != batch_lib.CORRUPTION}
+    pool_inputs = None if pool is None else {k: v for k, v in pool.items() if k != batch_lib.CORRUPTION}
+    out, record = _apply(inputs, as_f32(level), as_f32(fraction), key, pool_inputs, slots, name=name,
+                         candidates=candidates, num_listed=len(modalities), num_classes=num_classes,
+                         blank_token=blank_token)
+    return _keep_listed(batch, out, record, name, modalities)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "modalities", "num_classes", "blank_token"))
-def _apply(batch, level, fraction, key, pool, *, name, modalities, num_classes, blank_token):
-    """Jitted body of ``apply_corruption`` (one compilation per name, modalities and shapes)."""
+def _check_modality(batch: dict, modality: str, name: str) -> None:
+    """The dtype, rank and batch-size checks of corruption ``name`` on ``modality`` (eager)."""
+    x = batch[modality]
+    if name == "blank":
+        if not jnp.issubdtype(x.dtype, jnp.integer) and jnp.ndim(x) != 3:
+            raise ValueError(f"blank expects int tokens [B, T] or float steps [B, T, D], got {x.dtype}{tuple(x.shape)}")
+        return
+    _require_modality(x, modality, name)
+    if name == "babble" and x.shape[0] < 2:
+        raise ValueError(f"babble on {modality!r} needs a batch of at least 2 samples, got {x.shape[0]}")
+
+
+def _candidates(batch: dict, name: str, pool: dict | None) -> tuple[str, ...]:
+    """Every modality of ``batch`` that corruption ``name`` could be applied to: the static set the
+    jitted body is traced for, whichever of them a call lists (so a sweep over modality subsets
+    compiles once per corruption, not once per subset)."""
+    out = []
+    for m in batch_lib.modality_names(batch):
+        if name == "conflict" and pool is not None and m not in pool:
+            continue
+        try:
+            _check_modality(batch, m, name)
+        except ValueError:
+            continue
+        out.append(m)
+    return tuple(out)
+
+
+def _keep_listed(batch: dict, out: dict, record: dict, name: str, modalities: tuple[str, ...]) -> dict:
+    """The corrupted batch: the listed modalities (and their mask, quality and evidence entries)
+    from ``out``, every other entry as in ``batch``; the record of ``name`` merged into the
+    batch's earlier records of it."""
+    result = dict(batch)
+    for m in modalities:
+        result[m] = out[m]
+    for entry in (batch_lib.MASK, batch_lib.QUALITY, batch_lib.EVIDENCE):
+        if entry in batch:
+            result[entry] = {**batch[entry], **{m: out[entry][m] for m in modalities if m in batch[entry]}}
+    listed = {"applied": {m: record["applied"][m] for m in modalities},
+              "level": {m: record["level"][m] for m in modalities}}
+    if "donor" in record:
+        listed["donor"] = {m: record["donor"][m] for m in modalities}
+    if "donor_label" in record:
+        listed["donor_label"] = record["donor_label"]
+    records = dict(batch.get(batch_lib.CORRUPTION, {}))
+    records[name] = _merge_record(records.get(name), listed)
+    result[batch_lib.CORRUPTION] = records
+    return result
+
+
+@functools.partial(jax.jit, static_argnames=("name", "candidates", "num_listed", "num_classes", "blank_token"))
+def _apply(batch, level, fraction, key, pool, slots, *, name, candidates, num_listed, num_classes, blank_token):
+    """Jitted body of ``apply_corruption``: one compilation per corruption, candidate modalities,
+    number of listed modalities and shapes. ``slots[i]`` is candidate i's position among the
+    listed modalities (its key and, for conflict, its index among the choices) or -1 (untouched).
+    Returns the batch with every candidate's entries and the record of every candidate."""
     size = jnp.shape(batch[batch_lib.LABEL])[0]
     key_select, key_apply = jax.random.split(key)
     count_fraction = fraction * level if name in _COUNT_SCALED_BY_LEVEL else fraction
     selected = select_samples(key_select, size, count_fraction)
+    slot = dict(zip(candidates, slots))
     if name == "conflict":
-        out, record = _conflict(batch, selected, level, key_apply, batch if pool is None else pool,
-                                modalities=modalities, num_classes=num_classes)
-    elif name == "misaligned":
-        out, record = _misaligned(batch, selected, level, key_apply, modalities=modalities)
-    else:
-        out, record = _per_modality(batch, selected, level, key_apply, name=name, modalities=modalities,
-                                    blank_token=blank_token)
-    records = dict(batch.get(batch_lib.CORRUPTION, {}))
-    records[name] = _merge_record(records.get(name), record)
-    out[batch_lib.CORRUPTION] = records
-    return out
+        return _conflict(batch, selected, level, key_apply, batch if pool is None else pool, slot=slot,
+                         num_listed=num_listed, num_classes=num_classes)
+    if name == "misaligned":
+        return _misaligned(batch, selected, level, key_apply, slot=slot, num_listed=num_listed)
+    return _per_modality(batch, selected, level, key_apply, name=name, slot=slot, num_listed=num_listed,
+                         blank_token=blank_token)
 
 
-def _per_modality(batch, selected, level, key, *, name, modalities, blank_token):
-    """Every listed modality of the selected samples gets the named transform."""
+def _listed_key(keys: jax.Array, slot: jax.Array) -> jax.Array:
+    """The key of the listed modality at position ``slot`` (any key for an unlisted one, -1)."""
+    return keys[jnp.maximum(slot, 0)]
+
+
+def _per_modality(batch, selected, level, key, *, name, slot, num_listed, blank_token):
+    """Every listed modality of the selected samples gets the named transform (the i-th listed
+    modality draws with the i-th of ``num_listed`` keys)."""
     out = dict(batch)
     out[batch_lib.MASK] = dict(batch[batch_lib.MASK])
     record = {"applied": {}, "level": {}}
-    for k, m in zip(jax.random.split(key, len(modalities)), modalities):
+    keys = jax.random.split(key, num_listed)
+    for m, position in slot.items():
+        k, applied = _listed_key(keys, position), selected & (position >= 0)
         x = jnp.asarray(batch[m])
         if name == "missing":
             corrupted = jnp.zeros_like(x)
-            out[batch_lib.MASK][m] = jnp.asarray(batch[batch_lib.MASK][m]) & ~selected
+            out[batch_lib.MASK][m] = jnp.asarray(batch[batch_lib.MASK][m]) & ~applied
         elif name == "blank":
             corrupted = blank_tokens(k, x, level, blank_token)
         else:
-            _require_modality(x, m, name)
-            if name == "babble" and x.shape[0] < 2:
-                raise ValueError(f"babble on {m!r} needs a batch of at least 2 samples, got {x.shape[0]}")
             corrupted = _TRANSFORMS[name](k, x, level)
-        out[m] = jnp.where(_rows(selected, x), corrupted, x)
-        record["applied"][m] = selected
-        record["level"][m] = jnp.where(selected, level, 0.0)
+        out[m] = jnp.where(_rows(applied, x), corrupted, x)
+        record["applied"][m] = applied
+        record["level"][m] = jnp.where(applied, level, 0.0)
     return out, record
 
 
-def _conflict(batch, selected, level, key, pool, *, modalities, num_classes):
-    """One modality per selected sample (uniform among ``modalities``) taken from a donor of class
+def _conflict(batch, selected, level, key, pool, *, slot, num_listed, num_classes):
+    """One modality per selected sample (uniform among the ``num_listed`` listed ones) taken from a donor of class
     (y + 1) % K in ``pool``, with the donor's mask and, when both have it, quality."""
     out = dict(batch)
     out[batch_lib.MASK] = dict(batch[batch_lib.MASK])
@@ -631,11 +693,11 @@ def _conflict(batch, selected, level, key, pool, *, modalities, num_classes):
     labels, pool_labels = jnp.asarray(batch[batch_lib.LABEL]), jnp.asarray(pool[batch_lib.LABEL])
     key_donor, key_modality = jax.random.split(key)
     donor, has_donor = _conflict_donors(key_donor, labels, pool_labels, num_classes)
-    chosen = jax.random.randint(key_modality, labels.shape, 0, len(modalities))
+    chosen = jax.random.randint(key_modality, labels.shape, 0, num_listed)
     applied_any = selected & has_donor
     record = {"applied": {}, "level": {}}
-    for i, m in enumerate(modalities):
-        applied = applied_any & (chosen == i)
+    for m, position in slot.items():
+        applied = applied_any & (chosen == position)
         x = jnp.asarray(batch[m])
         out[m] = jnp.where(_rows(applied, x), jnp.asarray(pool[m])[donor], x)
         out[batch_lib.MASK][m] = jnp.where(
@@ -650,7 +712,7 @@ def _conflict(batch, selected, level, key, pool, *, modalities, num_classes):
     return out, record
 
 
-def _misaligned(batch, selected, level, key, *, modalities):
+def _misaligned(batch, selected, level, key, *, slot, num_listed):
     """Each listed modality of the selected samples taken from its own uniformly drawn other
     sample of the batch (any label), with that sample's mask and, when present, quality and
     evidence."""
@@ -662,15 +724,17 @@ def _misaligned(batch, selected, level, key, *, modalities):
     for k in (batch_lib.MASK, *extras):
         out[k] = dict(batch[k])
     record = {"applied": {}, "level": {}, "donor": {}}
-    for k, m in zip(jax.random.split(key, len(modalities)), modalities):
-        donor = _other_rows(k, size, 1)[:, 0]
+    keys = jax.random.split(key, num_listed)
+    for m, position in slot.items():
+        applied = selected & (position >= 0)
+        donor = _other_rows(_listed_key(keys, position), size, 1)[:, 0]
         x = jnp.asarray(batch[m])
-        out[m] = jnp.where(_rows(selected, x), x[donor], x)
+        out[m] = jnp.where(_rows(applied, x), x[donor], x)
         for entry in (batch_lib.MASK, *extras):
             if m in batch[entry]:
                 value = jnp.asarray(batch[entry][m])
-                out[entry][m] = jnp.where(selected, value[donor], value)
-        record["applied"][m] = selected
-        record["level"][m] = jnp.where(selected, level, 0.0)
-        record["donor"][m] = jnp.where(selected, donor, -1).astype(jnp.int32)
+                out[entry][m] = jnp.where(applied, value[donor], value)
+        record["applied"][m] = applied
+        record["level"][m] = jnp.where(applied, level, 0.0)
+        record["donor"][m] = jnp.where(applied, donor, -1).astype(jnp.int32)
     return out, record

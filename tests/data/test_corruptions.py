@@ -482,3 +482,37 @@ def test_donor_corruptions_need_two_samples(name):
     batch = {"audio": np.ones((1, 16), np.float32), "mask": {"audio": np.ones(1, bool)}, "label": np.zeros(1, np.int32)}
     with pytest.raises(ValueError, match="at least 2 samples"):
         apply_corruption(batch, name, 1.0, modalities=["audio"], fraction=1.0, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("name,level,kwargs", [
+    ("gaussian", 0.5, {}), ("missing", 1.0, {}), ("misaligned", 1.0, {}), ("conflict", 1.0, {"num_classes": 4}),
+])
+def test_another_modality_in_the_batch_changes_nothing_and_one_compilation_serves_every_subset(name, level, kwargs):
+    # the jitted body is traced for every modality the corruption could touch; which ones a call lists
+    # is data, so the sweeps' many modality subsets share one program per corruption
+    from imro_jax.data import corruptions
+    batch = _batch()
+    batch["extra"] = np.random.default_rng(5).normal(size=batch["audio"].shape).astype(np.float32)
+    batch["mask"] = {**batch["mask"], "extra": np.ones(len(batch["label"]), bool)}
+    key = jax.random.key(11)
+    names = [m for m in ("audio", "vision", "extra") if m in batch]
+    before = corruptions._apply._cache_size()
+    results = {pair: apply_corruption(batch, name, level, modalities=pair, fraction=0.6, key=key, **kwargs)
+               for pair in [(names[0], names[1]), (names[1], names[2]), (names[2], names[0])]}
+    assert corruptions._apply._cache_size() - before <= 1
+    pair = (names[0], names[1])
+    without = {k: v for k, v in batch.items() if k != "extra"}
+    without["mask"] = {k: v for k, v in batch["mask"].items() if k != "extra"}
+    reference = apply_corruption(without, name, level, modalities=pair, fraction=0.6, key=key, **kwargs)
+    for m in pair:
+        np.testing.assert_array_equal(results[pair][m], reference[m])
+        np.testing.assert_array_equal(results[pair]["mask"][m], reference["mask"][m])
+        np.testing.assert_array_equal(results[pair]["corruption"][name]["applied"][m],
+                                      reference["corruption"][name]["applied"][m])
+    assert results[pair]["extra"] is batch["extra"]  # an unlisted modality is the input itself
+    assert set(results[pair]["corruption"][name]["applied"]) == set(pair)
+
+
+def test_a_modality_listed_twice_is_an_error():
+    with pytest.raises(ValueError, match="twice"):
+        apply_corruption(_batch(), "gaussian", 0.5, modalities=("audio", "audio"), fraction=1.0, key=jax.random.key(0))
