@@ -143,7 +143,7 @@ import jax, numpy as np
 from IPython.display import Image, Markdown, display
 
 WORKDIR = pathlib.Path(os.environ.get("IMRO_NOTEBOOK_WORKDIR", "imro_quickstart"))
-STEPS = 20 if QUICK else 300          # train steps per model (300: about 1.5 minutes each on 2 CPU cores)
+STEPS = 40 if QUICK else 300          # train steps per model (300: about 1.5 minutes each on 2 CPU cores)
 EVAL_EXAMPLES = 128 if QUICK else 500  # test samples scored (the small test split has 500)
 FUSIONS = ("imro", "uniform")          # IMRO vs the paper's conventional fusion (R = 1/M)
 print(f"workdir {WORKDIR.resolve()}, {STEPS} steps, {jax.device_count()} device(s): {jax.devices()[0].platform}")
@@ -254,8 +254,8 @@ WORKDIR = pathlib.Path(os.environ.get("IMRO_NOTEBOOK_WORKDIR", "imro_handwritten
 SEEDS = 3  # 10 = the full protocol
 OUT = WORKDIR / "handwritten"
 flags = ["--out", str(OUT), "--data_dir", str(WORKDIR / "tfds"), "--workdir", str(WORKDIR / "runs")]
-# QUICK (CI smoke setting): 10 steps, IMRO only
-flags += ["--quick", "--steps", "10", "--methods", "imro"] if QUICK else ["--seeds", str(SEEDS)]
+# QUICK (CI smoke setting): the --quick setting (40 steps, the runs tests/experiments compile), IMRO only
+flags += ["--quick", "--methods", "imro"] if QUICK else ["--seeds", str(SEEDS)]
 print("experiments/handwritten.py", " ".join(flags))
 ''',
     "md:## 2. Run the committed experiment `experiments/handwritten.py` in this kernel",

@@ -20,8 +20,27 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+@pytest.fixture(scope="session")
+def shared_xla_cache(tmp_path_factory):
+    """One persistent XLA cache for the subprocesses of every test file in this test session (the
+    experiments' --quick runs, the notebooks' kernels): the same program, e.g. the 40-step
+    Handwritten IMRO train step of `experiments/handwritten.py --quick` and of the
+    reproduce_handwritten notebook, compiles once. Under pytest-xdist the workers share it (their
+    base temp dirs share a parent, which pytest rotates away with the session). Compiled programs
+    only: no run, checkpoint or dataset is shared. ``IMRO_TEST_XLA_CACHE=DIR`` replaces it (and
+    keeps the programs between sessions)."""
+    if os.environ.get("IMRO_TEST_XLA_CACHE"):
+        return os.environ["IMRO_TEST_XLA_CACHE"]
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / "shared-xla-cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------- scheduling

@@ -27,11 +27,16 @@ def test_notebook_is_committed_clean(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, shared_xla_cache):
     nb = nbformat.read(path, as_version=4)
     monkeypatch.setenv("IMRO_NOTEBOOK_QUICK", "1")
-    monkeypatch.setenv("IMRO_NOTEBOOK_WORKDIR", str(tmp_path))
-    monkeypatch.setenv("IMRO_XLA_CACHE", str(tmp_path / "xla_cache"))  # experiments' cache: cold, private
+    monkeypatch.setenv("IMRO_NOTEBOOK_WORKDIR", str(tmp_path))  # runs, datasets: cold, private
+    # compiled programs only: the session's XLA cache, shared with tests/experiments/test_quick.py
+    # (the quick settings train the same programs), for the experiment scripts and the kernel itself
+    monkeypatch.setenv("IMRO_XLA_CACHE", shared_xla_cache)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", shared_xla_cache)
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     # The kernel must not inherit the 8-device test flags' cost (it runs on one CPU device, like a
     # Colab CPU runtime; the flags that cut compile time stay); it needs only the repo on its path.
     flags = os.environ.get("XLA_FLAGS", "").split()

@@ -5,7 +5,8 @@ tests), sharing one data dir, one run root and one persistent XLA cache, so that
 programs compile once (the Handwritten IMRO/uniform runs of the first test are reused by the
 ablations and the stability experiment). XLA's backend optimisation is lowered: these runs are
 about code paths, not speed. Compilation dominates (about 11 minutes cold for the four on two
-busy cores); ``IMRO_TEST_XLA_CACHE=DIR`` keeps the compiled programs between sessions.
+busy cores); the XLA cache is the session's `shared_xla_cache` (tests/conftest.py), which the
+notebooks' runs share; ``IMRO_TEST_XLA_CACHE=DIR`` keeps the compiled programs between sessions.
 """
 
 import json
@@ -24,10 +25,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(tmp_path_factory, shared_xla_cache):
     root = tmp_path_factory.mktemp("experiments")
-    cache = os.environ.get("IMRO_TEST_XLA_CACHE", str(root / "xla_cache"))
-    env = cpu_subprocess_env(cache, IMRO_XLA_CACHE=cache)
+    env = cpu_subprocess_env(shared_xla_cache, IMRO_XLA_CACHE=shared_xla_cache)
     return {"root": root, "env": env}
 
 
