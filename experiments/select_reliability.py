@@ -46,6 +46,12 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
         **SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.3,
         "model.reliability.decision": b, "model.reliability.vote_power": p, "model.reliability.quantile": q}
        for b, p, q in ((1.0, 0.5, 0.99), (0.75, 0.5, 0.99), (1.0, 0.5, 0.999))},
+    # the vote gated per sample by its worst modality's H (model.reliability.decision_gate, nats):
+    # the joint head where every modality looks clean, the vote where one is flagged
+    **{f"surprisal+agreement+dropout0.3+vote1.0+power0.5+gate{tau}": {
+        **SURPRISAL, "model.reliability.agreement": 1.0, "model.modality_dropout": 0.3,
+        "model.reliability.decision": 1.0, "model.reliability.vote_power": 0.5, "model.reliability.decision_gate": tau}
+       for tau in (1.0, 0.25)},
 }
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,

@@ -65,6 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
         # the vote's weights R^p / sum R^p (1: R itself); 0.5 chosen on validation
         # (experiments/results/select_vote_power: 98.21 against 98.04 for p = 1, 2 seeds)
         vote_power=0.5,
+        # > 0: the vote's weight gated per sample, beta (1 - exp(-max_m H / decision_gate)) (nats)
+        decision_gate=0.0,
     ))
     config.model.modalities = ml_collections.ConfigDict()
     config.model.modalities.text = dict(encoder="text", vocab_size=256, max_len=32)

@@ -189,7 +189,9 @@ class IMROModel(nn.Module):
             else:
                 logits = self.head(fused)
                 if s.reliability.decision > 0 and get_fusion(s.fusion).reliability_vote:
-                    logits = reliability_vote(logits, estimate.unimodal, weights, s.reliability.decision, s.task,
+                    beta = vote_weight(s.reliability.decision, s.reliability.decision_gate, estimate.entropy,
+                                       fusion_present)
+                    logits = reliability_vote(logits, estimate.unimodal, weights, beta, s.task,
                                               power=s.reliability.vote_power)
         else:
             logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)
@@ -247,7 +249,32 @@ class IMROModel(nn.Module):
         return self.decoder(context, prefix, train=False)
 
 
-def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, beta: float,
+def vote_weight(beta: float, gate_nats: float, entropy: jax.Array, present: jax.Array) -> float | jax.Array:
+    r"""The vote's weight in the prediction: ``beta``, or with a gate ``tau > 0`` per sample
+
+    .. math::  \beta_b = \beta \left(1 - e^{-\max_{m \in present(b)} H_{bm} / \tau}\right),
+
+    held constant (stop-gradient). ``H`` is the estimator's entropy in nats (excess surprisal plus
+    disagreement for the default estimator: about 0 for a sample whose modalities all look like clean
+    training data), so such a sample is predicted by the joint head and one with a flagged modality by
+    the vote.
+
+    Args:
+      beta: the vote's weight in [0, 1].
+      gate_nats: ``tau`` in nats; 0 turns the gate off (returns ``beta``).
+      entropy: ``[B, M]`` the estimator's H.
+      present: bool ``[B, M]``.
+
+    Returns:
+      ``beta`` (gate off) or float32 ``[B, 1]``.
+    """
+    if gate_nats <= 0:
+        return beta
+    worst = jnp.max(jnp.where(present, jax.lax.stop_gradient(entropy).astype(jnp.float32), 0.0), axis=-1)
+    return (beta * -jnp.expm1(-jnp.maximum(worst, 0.0) / gate_nats))[:, None]
+
+
+def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, beta: float | jax.Array,
                      task: str, power: float = 1.0) -> jax.Array:
     r"""The prediction mixed with the reliability-weighted vote of the unimodal heads.
 
@@ -269,7 +296,7 @@ def reliability_vote(joint: jax.Array, unimodal: jax.Array, weights: jax.Array, 
       joint: the fused head's output ``[B, C]`` (logits) or ``[B, 1]`` (regression mean).
       unimodal: ``[B, M, C]`` unimodal logits, or ``[B, M, 2]`` (mean, log-variance).
       weights: ``[B, M]`` the fusion's R.
-      beta: the vote's weight in [0, 1].
+      beta: the vote's weight in [0, 1], a float or per sample ``[B, 1]`` (:func:`vote_weight`).
       task: ``"classification"`` or ``"regression"``.
       power: the tempering power ``p > 0``.
 

@@ -152,6 +152,11 @@ class ReliabilitySpec:
       vote_power: the power ``p > 0`` the vote tempers R with: each present modality votes with
         ``R_m^p / sum_m' R_m'^p`` (1: R itself; below 1 flattens the weights towards the present
         modalities, so one confident head counts less).
+      decision_gate: ``tau`` in nats, 0 (default) = off. Otherwise the vote's weight is gated per
+        sample by how atypical its worst modality looks: ``beta_b = beta (1 - exp(-max_m H_bm / tau))``
+        over the present modalities (H: the estimator's entropy, excess surprisal plus disagreement), so
+        a sample whose modalities all look clean is predicted by the joint head and a sample with a
+        flagged modality by the vote.
     """
 
     entropy: str
@@ -164,6 +169,7 @@ class ReliabilitySpec:
     fit_examples: int = 4096
     decision: float = 0.0
     vote_power: float = 1.0
+    decision_gate: float = 0.0
 
     def __post_init__(self):
         checks = (
@@ -171,12 +177,13 @@ class ReliabilitySpec:
             ("rank", isinstance(self.rank, int) and self.rank >= 0), ("quantile", 0 < self.quantile < 1),
             ("fit_examples", isinstance(self.fit_examples, int) and self.fit_examples >= 2),
             ("decision", 0 <= self.decision <= 1), ("vote_power", self.vote_power > 0),
+            ("decision_gate", self.decision_gate >= 0),
         )
         for key, ok in checks:
             if not ok:
                 raise ValueError(f"model.reliability.{key} has an invalid value {getattr(self, key)!r} "
                                  "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
-                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0)")
+                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0, decision_gate >= 0)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,3 +119,40 @@ def test_vote_is_refused_for_generation():
     cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5)
     with pytest.raises(ValueError, match="decision.*generation"):
         parse_model_config(cfg)
+
+
+def test_gated_vote_weight_by_hand():
+    from imro_jax.models.model import vote_weight
+    entropy = np.array([[0.0, 0.0, 0.0], [0.2, 3.0, 0.0], [0.0, 50.0, 0.1], [1.0, 0.0, 0.0]])
+    present = np.array([[True, True, True], [True, True, True], [True, False, True], [True, True, False]])
+    got = vote_weight(0.8, 0.5, jnp.asarray(entropy), jnp.asarray(present))
+    worst = np.array([0.0, 3.0, 0.1, 1.0])  # the absent modality's H (50 nats) does not count
+    np.testing.assert_allclose(got[:, 0], 0.8 * (1 - np.exp(-worst / 0.5)), rtol=1e-6)
+    assert vote_weight(0.8, 0.0, jnp.asarray(entropy), jnp.asarray(present)) == 0.8  # gate off: beta itself
+    grad = jax.grad(lambda h: jnp.sum(vote_weight(0.8, 0.5, h, jnp.asarray(present))))(jnp.asarray(entropy))
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_model_with_a_gate_mixes_its_joint_head_and_vote_per_sample():
+    cfg = tiny_config()
+    batch = make_batch(cfg, batch_size=6, seed=4)
+    cfg.reliability = dict(cfg.reliability, entropy="predictive", decision=0.0)
+    plain = build_model(cfg)
+    variables = _init(plain, batch)
+    out0 = _apply(plain, variables, batch)
+    cfg.reliability = dict(cfg.reliability, decision=1.0, decision_gate=2.0, vote_power=0.5)
+    out1 = _apply(build_model(cfg), variables, batch)
+    h, r = np.asarray(out0.entropy, np.float64), np.asarray(out0.reliability, np.float64)
+    beta = 1 - np.exp(-h.max(-1, keepdims=True) / 2.0)  # every modality present
+    w = np.sqrt(r) / np.sqrt(r).sum(-1, keepdims=True)
+    want = (1 - beta) * log_softmax(np.asarray(out0.logits, np.float64), -1) + beta * np.einsum(
+        "bm,bmc->bc", w, log_softmax(np.asarray(out0.unimodal_logits, np.float64), -1))
+    assert 0.05 < beta.min() and beta.max() < 0.95  # a real mixture, not one end
+    np.testing.assert_allclose(out1.logits, want, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_gate_is_named():
+    cfg = tiny_config()
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5, decision_gate=-1.0)
+    with pytest.raises(ValueError, match="model.reliability.decision_gate"):
+        parse_model_config(cfg)
