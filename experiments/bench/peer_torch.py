@@ -11,7 +11,8 @@ log-mel spectrogram patches, feature views), pre-LN blocks with tanh-GELU and La
 1e-6, the reliability estimator (per-modality heads, label-free I, H from the unfitted surprisal
 statistics (0) plus the consensus disagreement, R on the simplex), modality dropout, IMRO
 reliability-weighted fusion attention, the head (mixed with the R-weighted vote of the unimodal
-heads, `model.reliability.decision`), the label critic, and the loss (fused
+heads, `model.reliability.decision`, its weights R^p with `vote_power` p, and its per-sample gate
+`decision_gate`), the label critic, and the loss (fused
 cross-entropy + lambda1 H - lambda2 Barber-Agakov I + unimodal NLL), with global-norm clipping
 and AdamW (no decay on biases, norms and 1-D parameters) under the warmup-cosine schedule.
 Attention uses `F.scaled_dot_product_attention` (a key mask only where tokens can be padding:
@@ -313,9 +314,17 @@ class TorchIMRO(torch.nn.Module):
         z = z + self._drop(self._mlp(self._ln(z, "token_fusion/ln_mlp"), "token_fusion/mlp"))
         fused = self._ln(z, "token_fusion/ln_out")
         logits = self._dense(fused.mean(1), "head/out")
-        beta = spec.reliability.decision
+        rel = spec.reliability
+        beta = rel.decision
         if beta > 0 and registry.get_fusion(spec.fusion).reliability_vote:  # the R-weighted vote of the heads
-            vote = torch.einsum("bm,bmc->bc", weights.detach(), F.log_softmax(unimodal, -1))
+            r = weights.detach()
+            if rel.vote_power != 1.0:  # tempered: R^p / sum R^p over the present modalities
+                r = torch.where(r > 0, r.clamp(min=1e-30) ** rel.vote_power, torch.zeros_like(r))
+                r = r / r.sum(-1, keepdim=True).clamp(min=1e-30)
+            if rel.decision_gate > 0:  # per sample: beta (1 - exp(-max_m H / tau))
+                worst = torch.where(fusion_present, entropy.detach(), torch.zeros_like(entropy)).amax(-1).clamp(min=0.0)
+                beta = beta * -torch.expm1(-worst / rel.decision_gate)[:, None]
+            vote = torch.einsum("bm,bmc->bc", r, F.log_softmax(unimodal, -1))
             logits = (1.0 - beta) * F.log_softmax(logits, -1) + beta * vote
         logits = logits * valid[:, None]
 
