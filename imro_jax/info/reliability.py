@@ -41,6 +41,8 @@ def reliability_scores(
     * An infinite MI takes all the weight (shared by the modalities whose MI is infinite).
     * Absent modalities (``mask`` False) get exactly 0. A row with no modality present is all
       zeros (never NaN).
+    * A NaN MI or entropy of a present modality makes its whole slice NaN (the weights of the
+      other modalities depend on it), never a number.
     * ``normalize=False`` returns :math:`\mathrm{mask}_m \tilde R_m` itself (nats / nats, not on the
       simplex): the "R unnormalised" ablation, not the paper's method.
 
@@ -77,7 +79,7 @@ def reliability_scores(
     if not normalize:
         return raw
     total = jnp.sum(raw, axis=axis, keepdims=True)
-    safe_total = jnp.where(total > 0, total, 1.0)
+    safe_total = jnp.where(total == 0, 1.0, total)  # a NaN total keeps the whole slice NaN
     return raw / safe_total
 
 

@@ -10,8 +10,9 @@ last `keep_last` checkpoints plus the best one by `best_metric`. On restore, a c
 files are missing, unreadable, or whose values do not reproduce their fingerprints is reported,
 moved to `<dir>/../corrupt_checkpoints/` and skipped in favour of the previous one; it is never
 loaded silently. Before any array is read, the saved structure (every leaf's path, shape and
-dtype, from Orbax's metadata) is compared with the requested one: a checkpoint of another model
-is an `IncompatibleCheckpointError` naming the differing leaves, and nothing is moved.
+dtype, from Orbax's metadata) is compared with the requested one, and the data iterator states
+with this job's process count: a checkpoint of another model, or one saved by another number of
+processes, is an `IncompatibleCheckpointError` naming the difference, and nothing is moved.
 Interrupted saves (Orbax temporary directories) are reported; Orbax removes them. A state with
 a non-finite value is never saved.
 
@@ -30,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -88,6 +90,13 @@ class DataStateHandler(ocp.CheckpointHandler):
     @staticmethod
     def _filename(directory: epath.Path) -> epath.Path:
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    @staticmethod
+    def saved_process_counts(directory: epath.Path) -> set[int]:
+        """The process counts `n` of the `process_{i}-of-{n}.json` files in `directory`."""
+        names = (path.name for path in directory.glob("process_*-of-*.json"))
+        return {int(match[1]) for name in names
+                if (match := re.fullmatch(r"process_\d+-of-(\d+)\.json", name))}
 
     def save(self, directory: epath.Path, args: "DataStateSave") -> None:
         self._filename(directory).write_text(json.dumps(_encode_data_state(args.state)))
@@ -313,14 +322,22 @@ class Checkpointer:
         return {k: float(v) for k, v in (metrics or {}).items()}
 
     def check_structure(self, step: int, abstract_state) -> None:
-        """Compares the saved leaves (paths, shapes, dtypes) of `step` with `abstract_state`.
+        """Compares the saved leaves (paths, shapes, dtypes) of `step` with `abstract_state`, and
+        the process count of its data iterator states with this job's.
 
-        Reads only Orbax's metadata, no array.
+        Reads only Orbax's metadata and file names, no array.
 
         Raises:
-            IncompatibleCheckpointError: naming the first differing leaves.
+            IncompatibleCheckpointError: naming the first differing leaves, or the process counts.
             Exception: whatever Orbax raises for missing or unreadable metadata.
         """
+        counts = DataStateHandler.saved_process_counts(self.directory / str(step) / "data")
+        if counts and jax.process_count() not in counts:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {step} in {self.directory} holds the data iterator states of "
+                f"{'/'.join(map(str, sorted(counts)))} processes, this job has "
+                f"{jax.process_count()}; resume it with that many processes (mesh.num_processes)"
+            )
         metadata = self._manager.item_metadata(int(step))["state"]
         if metadata is None:
             raise CheckpointError(f"checkpoint {step} has no readable state metadata")

@@ -1,6 +1,7 @@
 """Config checks that run before anything compiles: each failure is one `ConfigError` line.
 
-    validate_train_config   ranges of the train / optimizer / checkpoint / data.batch_size keys
+    validate_train_config   ranges of the train / optimizer / checkpoint / data.batch_size keys,
+                            the writers and the profiled steps
     validate_layout         the mesh fits the devices and the batch divides over it
     validate_model_data     model spec, dataset name, builder config and data dir (real configs)
     validate_split          `train.eval_split` exists in the prepared dataset
@@ -16,6 +17,7 @@ from numbers import Integral, Real
 import ml_collections
 
 from imro_jax.train import mesh as mesh_lib
+from imro_jax.train import profiling, writers
 from imro_jax.train.config import ConfigError
 
 BEST_MODES = ("max", "min")
@@ -56,6 +58,10 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     _integer(config, "train.eval_every", minimum=0, meaning=" (0: never)")
     _integer(config, "train.prefetch", minimum=1)
     _choice(config, "train.compute_dtype", COMPUTE_DTYPES)
+    if "writers" in config.train:  # absent from the config.json of runs older than the key
+        writers.check_writer_names(config.train.writers)
+    if "profile_steps" in config.train:
+        profiling.check_profile_steps(config.train.profile_steps, num_steps)
     if "max_skipped_fraction" in config.train:
         _fraction(config, "train.max_skipped_fraction")
     _integer(config, "checkpoint.every_steps", minimum=1)

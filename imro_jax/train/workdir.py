@@ -29,7 +29,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "corrupt_checkpoints
 # reports, not what it computes.
 RESUMABLE_KEYS = (
     "mesh.", "train.log_every", "train.eval_every", "train.eval_split", "train.prefetch",
-    "checkpoint.every_steps", "checkpoint.keep_last", "data.data_dir", "data.manual_dir",
+    "train.writers", "train.profile_steps", "checkpoint.every_steps", "checkpoint.keep_last", "data.data_dir", "data.manual_dir",
     "data.worker_count", "data.read_threads", "data.prefetch_buffer_size",
 )
 

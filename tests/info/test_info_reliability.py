@@ -138,3 +138,13 @@ def test_infinite_mi_takes_all_the_weight_never_nan():
 def test_regularizer_rejects_an_empty_batch():
     with pytest.raises(ValueError, match="empty batch"):
         imro_regularizer(jnp.zeros((0, 3)), jnp.zeros((0, 3)), lambda1=0.1, lambda2=0.1)
+
+
+def test_a_nan_of_a_present_modality_makes_its_row_nan_never_a_number():
+    mi = jnp.array([[np.nan, 1.0], [1.0, 2.0], [np.nan, 1.0]])
+    entropy = jnp.array([[1.0, 1.0], [np.nan, 1.0], [1.0, 1.0]])
+    mask = jnp.array([[True, True], [True, True], [False, True]])
+    for scores in (reliability_scores(mi, entropy, mask=mask),
+                   jax.jit(reliability_scores)(mi, entropy, mask=mask)):
+        assert np.isnan(np.asarray(scores[:2])).all()  # NaN MI, NaN entropy
+        np.testing.assert_array_equal(np.asarray(scores[2]), [0.0, 1.0])  # absent: ignored

@@ -206,6 +206,24 @@ def test_a_checkpoint_of_another_model_is_an_error_and_is_not_moved(tmp_path, se
     assert not (tmp_path / "corrupt_checkpoints").exists()
 
 
+def test_a_checkpoint_of_another_process_count_is_an_error_and_is_not_moved(tmp_path, setup,
+                                                                            states):
+    root = _save_two(tmp_path, states)
+    for step in ("2", "4"):  # as a 2-process job saves them
+        data = root / step / "data"
+        (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
+        shutil.copy(data / "process_0-of-2.json", data / "process_1-of-2.json")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    ckpt = _checkpointer(tmp_path)
+    with pytest.raises(checkpoint_lib.IncompatibleCheckpointError, match=(
+            rf"^checkpoint 4 in {root} holds the data iterator states of 2 processes, this job "
+            r"has 1; resume it with that many processes")):
+        ckpt.restore_latest(setup().abstract_state())
+    ckpt.close()
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before  # nothing moved
+    assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
 def test_a_non_finite_state_is_never_saved(tmp_path, states):
     first_host, _, _, _ = states
     bad = jax.tree.map(np.copy, first_host)

@@ -2,15 +2,19 @@
 
 import pathlib
 import re
+import signal
 
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from imro_jax import cli
+from imro_jax.train import checkpoint as checkpoint_lib
 from imro_jax.train import config as config_lib
+from imro_jax.train import guard
 from imro_jax.train import mesh as mesh_lib
-from imro_jax.train import partitioning
+from imro_jax.train import partitioning, preemption
+from imro_jax.train import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRIMODAL = str(ROOT / "experiments" / "configs" / "trimodal.py")
@@ -128,6 +132,9 @@ def test_axes_a_mesh_axis_does_not_divide_are_replicated():
     ("optimizer.learning_rate=1e999", "expects a finite number > 0, got inf"),
     ("optimizer.warmup_steps=200", "config key 'optimizer.warmup_steps' expects fewer warmup updates than "
      "the run has optimizer updates (train.num_steps=200 // optimizer.accumulation_steps=1 = 200), got 200"),
+    ("train.writers=('tensorbord',)", "train.writers: unknown writer(s) ['tensorbord']"),
+    ("train.profile_steps=(5, 300)", "train.profile_steps (5, 300) must satisfy 1 <= first <= last <= "
+     "train.num_steps (200)"),
     ("train.compute_dtype=float16", "config key 'train.compute_dtype' expects one of ('float32', 'bfloat16')"),
     ("model.fusion=average", "model.fusion must be one of"),
     ("data.name=mnist", "config key 'data.name' expects one of ('cmu_mosei', 'cmu_mosi', 'handwritten', "
@@ -164,3 +171,28 @@ def test_an_unknown_eval_split_is_an_error_before_compiling(tmp_path, capsys):
         "imro: error: config key 'train.eval_split' expects one of ('test', 'train', 'validation') "
         "for imro_synth/small, got 'valid'\n")
     assert not (tmp_path / "run").exists()
+
+
+def _raises(error):
+    def command():
+        raise error
+
+    return command
+
+
+@pytest.mark.parametrize("error", [
+    workdir_lib.WorkdirError("the config differs from the run in r at model.dim (64 -> 32)"),
+    checkpoint_lib.IncompatibleCheckpointError(
+        "checkpoint 4 in r holds another model:\n params.w saved [64] float32"),
+    guard.InvalidDataError("training batch of step 6: 1 samples with modality 'a' non-finite"),
+    guard.TrainingError("12 of the first 12 steps were skipped"),
+])
+def test_run_errors_are_one_line_with_exit_status_2(capsys, error):
+    assert cli.exit_status(_raises(error)) == 2
+    assert capsys.readouterr().err == f"imro: error: {' '.join(str(error).split())}\n"
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_preempted_run_exits_with_128_plus_the_signal(capsys, signum, status):
+    assert cli.exit_status(_raises(preemption.Preempted(7, signum))) == status
+    assert capsys.readouterr().err.startswith(f"imro: stopped by {signum.name} after step 7; ")

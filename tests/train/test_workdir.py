@@ -90,7 +90,8 @@ def test_a_changed_config_names_the_keys_and_moves_nothing(trained, tmp_path):
     assert _snapshot(workdir) == before  # no checkpoint moved, no log rewritten
     assert not (workdir / "corrupt_checkpoints").exists()
     # Operational keys may change on resume: the finished run resumes (nothing left to do).
-    same = _config(**{"train.log_every": 2, "mesh.data": 4, "mesh.model": 2})
+    same = _config(**{"train.log_every": 2, "mesh.data": 4, "mesh.model": 2,
+                      "train.writers": ("tensorboard",), "train.profile_steps": (3, 4)})
     loop.train(same, workdir, toy_task(same))
     assert (workdir / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
 
