@@ -162,6 +162,12 @@ def salt_and_pepper(key: jax.Array, x: jax.Array, prob: ArrayLike) -> jax.Array:
     return jnp.where(u < prob / 2, 1.0, jnp.where(u < prob, 0.0, x)).astype(x.dtype)
 
 
+def _require_blankable(x) -> None:
+    """blank's input check: int tokens [B, T] or float steps [B, T, D]."""
+    if not jnp.issubdtype(x.dtype, jnp.integer) and jnp.ndim(x) != 3:
+        raise ValueError(f"blank expects int tokens [B, T] or float steps [B, T, D], got {x.dtype}{tuple(x.shape)}")
+
+
 def blank_tokens(key: jax.Array, x: jax.Array, prob: ArrayLike, blank_token: int) -> jax.Array:
     """Blanks each non-padding token with probability ``prob``.
 
@@ -175,10 +181,9 @@ def blank_tokens(key: jax.Array, x: jax.Array, prob: ArrayLike, blank_token: int
       The same shape and dtype.
     """
     u = jax.random.uniform(key, x.shape[:2])
+    _require_blankable(x)
     if jnp.issubdtype(x.dtype, jnp.integer):
         return jnp.where((x != 0) & (u < prob), jnp.asarray(blank_token, x.dtype), x)
-    if x.ndim != 3:
-        raise ValueError(f"blank expects int tokens [B, T] or float steps [B, T, D], got {x.dtype}{x.shape}")
     return jnp.where((u < prob)[..., None], jnp.zeros((), x.dtype), x)
 
 
@@ -588,8 +593,7 @@ def _check_modality(batch: dict, modality: str, name: str) -> None:
     """The dtype, rank and batch-size checks of corruption ``name`` on ``modality`` (eager)."""
     x = batch[modality]
     if name == "blank":
-        if not jnp.issubdtype(x.dtype, jnp.integer) and jnp.ndim(x) != 3:
-            raise ValueError(f"blank expects int tokens [B, T] or float steps [B, T, D], got {x.dtype}{tuple(x.shape)}")
+        _require_blankable(x)
         return
     _require_modality(x, modality, name)
     if name == "babble" and x.shape[0] < 2:
