@@ -126,22 +126,45 @@ def main(argv=None) -> dict:
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
-    steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
-        args, full_steps=protocols.SYNTH_TRAIN_STEPS if d == "synth" else None)).train.num_steps for d in setting["datasets"]}
-    markdown = render(numbers, setting, mode, steps, args.command)
-    payload = {"mode": mode, "seeds": setting["seeds"], "steps": steps, "variants": VARIANTS,
-               "numbers": numbers, "environment": common.environment()}
-    common.write_results(args.out, payload, markdown)
+            payload, markdown = write(numbers, setting, mode, args)  # after every seed: a killed run keeps its seeds
     print(markdown)
     return payload
 
 
-def render(numbers, setting, mode, steps, command: str) -> str:
-    label = common.run_label(mode, setting["seeds"], SETTINGS[mode]["seeds"])
+def write(numbers, setting, mode, args) -> tuple[dict, str]:
+    """Writes the results of the seeds done so far (a dataset in progress counts its finished seeds)."""
+    done = {d: {v: seeds[:min(map(len, by_variant.values()))] for v, seeds in by_variant.items()}
+            for d, by_variant in numbers.items()}
+    done = {d: by_variant for d, by_variant in done.items() if min(map(len, by_variant.values()))}
+    seeds = {d: len(next(iter(by_variant.values()))) for d, by_variant in done.items()}
+    steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
+        args, full_steps=protocols.SYNTH_TRAIN_STEPS if d == "synth" else None)).train.num_steps for d in done}
+    markdown = render(done, seeds, mode, steps, args.command)
+    payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS,
+               "numbers": done, "environment": common.environment()}
+    common.write_results(args.out, payload, markdown, summary=summary(done, seeds, args.command))
+    return payload, markdown
+
+
+def summary(numbers, seeds: dict[str, int], command: str) -> dict:
+    """summary.json: ``methods[variant]["<dataset> <column>"]``, the mean over seeds (accuracies in %)."""
+    methods = {}
+    for dataset, by_variant in numbers.items():
+        for variant, per_seed in by_variant.items():
+            for column in COLUMNS[dataset]:
+                scale = 1 if column.startswith(("Spearman", "weight")) else 100
+                methods.setdefault(variant, {})[f"{dataset} {column}"] = scale * common.mean_std(
+                    [s[column] for s in per_seed])[0]
+    return common.summary_payload(command, min(seeds.values(), default=0), methods, digits=3,
+                                  seeds_per_dataset=seeds)
+
+
+def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
+    label = common.run_label(mode, min(seeds.values(), default=0), SETTINGS[mode]["seeds"])
     skipped = [d for d in SETTINGS[mode]["datasets"] if d not in numbers]
     if mode == "full" and skipped:
         label = f"REDUCED (not run: {', '.join(skipped)})"
-    md = [f"# Ablations of IMRO\n\n{label} run: {setting['seeds']} seed(s); datasets {', '.join(numbers)}; train steps "
+    md = [f"# Ablations of IMRO\n\n{label} run: seeds {seeds}; train steps "
           f"{steps}. Accuracies in %, mean +- std over seeds; each variant changes one thing of the IMRO config.\n"]
     for dataset, by_variant in numbers.items():
         columns = COLUMNS[dataset]

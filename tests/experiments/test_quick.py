@@ -71,10 +71,14 @@ def test_handwritten_quick(shared):
 
 
 def test_ablations_quick(shared):
-    payload, markdown, _ = run_quick(shared, "ablations")
+    payload, markdown, out = run_quick(shared, "ablations")
     variants = payload["numbers"]["handwritten"]
     assert set(variants) == {"IMRO (surprisal H, agreement, modality dropout, R-weighted vote)", "R fixed uniform"}
     assert "not run" not in markdown
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds_per_dataset"] == {"handwritten": 1}
+    row = summary["methods"]["R fixed uniform"]
+    assert row["handwritten clean acc"] == pytest.approx(100 * variants["R fixed uniform"][0]["clean acc"], abs=1e-3)
 
 
 def test_stability_quick(shared):
