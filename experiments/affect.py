@@ -46,8 +46,8 @@ PUBLISHED = {
     "cmu_mosei": {"acc7": 0.518, "acc2_non0": 0.825, "f1_non0": 0.823, "mae": 0.580, "corr": 0.703},
     "cmu_mosi": {"acc7": 0.400, "acc2_non0": 0.830, "f1_non0": 0.828, "mae": 0.871, "corr": 0.698},
 }
-PUBLISHED_NOTE = {"cmu_mosei": "Acc-2, F1, MAE read; Acc-7, Corr from memory, unchecked",
-                  "cmu_mosi": "from memory, unchecked"}
+PUBLISHED_NOTE = {"cmu_mosei": "read in a comparison table citing MulT (docs/protocols.md)",
+                  "cmu_mosi": "from memory, unchecked (docs/protocols.md)"}
 CORRUPTIONS = ("missing", "gaussian", "snr", "blank")
 SETTINGS = {
     "full": dict(seeds=3, regression=None, class7=None, levels={
