@@ -281,7 +281,7 @@ class LabelCritic(nn.Module):
                 "label_embedding", annotated(EMBEDDING_INIT, ("classes", "mlp")),
                 (self.spec.num_classes, self.features),
             )
-            h = table[label]
+            h = jnp.asarray(table)[label]  # host (numpy) params too, e.g. restored ones, under jit
         else:
             y = label.astype(pooled.dtype)[:, None]
             h = dense(self.features, ("embed", "mlp"), name="label_proj")(

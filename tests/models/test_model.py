@@ -136,6 +136,20 @@ def test_nonfinite_error_mode_flags_sample_and_as_missing_drops_modality():
     assert_same_rows(out, apply(variables, masked), slice(None))
 
 
+def test_host_numpy_variables_apply_under_jit_with_a_label():
+    """Variables read back from a checkpoint are numpy arrays, and a predictor closes over them:
+    the jitted forward with a label (the critic looks the label up in its embedding table) must
+    work on such constants and equal the run with the variables as arguments."""
+    cfg, model, variables, apply = tiny_model("imro")
+    batch = make_batch(cfg, seed=4)
+    assert "label" in batch
+    host = jax.tree.map(np.asarray, nn.unbox(variables))
+    closed = jax.jit(lambda b: model.apply(host, b, train=False))
+    on_host, on_device = closed(batch), apply(variables, batch)
+    np.testing.assert_allclose(on_host.critic_scores, on_device.critic_scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(on_host.logits, on_device.logits, rtol=1e-4, atol=1e-5)  # constants fold
+
+
 def test_text_padding_cannot_change_outputs():
     from imro_jax.models.encoders import TextEncoder, TrunkSpec
     from imro_jax.models.spec import TextSpec
