@@ -277,7 +277,7 @@ display(Image(filename=str(OUT / "noise_weight_of_noisy_views.png")))
 ''',
     "md:## 5. Published numbers (RCML, AAAI 2024, Tables 2/3; 10 runs) beside ours: accuracy %",
     '''
-from common import fmt  # "mean +- std" over seeds, in % (experiments/common.py)
+from imro_jax.eval.tables import fmt  # "mean +- std" over seeds, in %
 
 results = json.loads((OUT / "results.json").read_text())
 rows = [f"| {m} (ours, {results['seeds']} seed(s)) | "

@@ -25,10 +25,14 @@ import sys
 import numpy as np
 
 import common
+from imro_jax.data import load_split, subset_rows
 from imro_jax.data.synth import MODALITIES, quality_matrix
 from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, summary_payload, write_results
+from imro_jax.train import run_cache
 from imro_jax.train.config import with_overrides
 
 NAME = "ablations"
@@ -69,7 +73,7 @@ COLUMNS = {
 }
 
 
-def handwritten_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
+def handwritten_numbers(trained: run_cache.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
     predictors = {"m": sw.model_predictor(trained.model, trained.variables)}
     result = protocols.handwritten_protocol(predictors, data["test"], data["train"], seed=seed,
                                             sigmas=setting["sigmas"], subset_stride=setting["subset_stride"])
@@ -83,7 +87,7 @@ def handwritten_numbers(trained: common.Trained, data: dict, seed: int, setting:
     )))
 
 
-def synth_numbers(trained: common.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
+def synth_numbers(trained: run_cache.Trained, data: dict, seed: int, setting: dict) -> dict[str, float]:
     predictors = {"m": sw.model_predictor(trained.model, trained.variables)}
     test = data["test"]
     result = protocols.modality_protocol(predictors, test, noise=setting["noise"], seed=seed,
@@ -102,8 +106,8 @@ NUMBERS = {"handwritten": handwritten_numbers, "synth": synth_numbers}
 
 def load_data(dataset: str, config, setting: dict) -> dict:
     if dataset == "handwritten":
-        return {"test": common.load_split(config.data, "test"), "train": common.load_split(config.data, "train")}
-    return {"test": common.subset_rows(common.load_split(config.data, "test"), setting["eval_examples"])}
+        return {"test": load_split(config.data, "test"), "train": load_split(config.data, "train")}
+    return {"test": subset_rows(load_split(config.data, "test"), setting["eval_examples"])}
 
 
 def main(argv=None) -> dict:
@@ -122,7 +126,7 @@ def main(argv=None) -> dict:
             for variant in setting["variants"]:
                 config = common.load_config(CONFIGS[dataset], {**overrides, "seed": seed})
                 config = with_overrides(config, VARIANTS[variant])
-                trained = common.train(config, args.workdir)
+                trained = run_cache.train_or_reuse(config, args.workdir)
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
@@ -141,8 +145,8 @@ def write(numbers, setting, mode, args) -> tuple[dict, str]:
         args, full_steps=protocols.SYNTH_TRAIN_STEPS if d == "synth" else None)).train.num_steps for d in done}
     markdown = render(done, seeds, mode, steps, args.command)
     payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS,
-               "numbers": done, "environment": common.environment()}
-    common.write_results(args.out, payload, markdown, summary=summary(done, seeds, args.command))
+               "numbers": done, "environment": environment()}
+    write_results(args.out, payload, markdown, summary=summary(done, seeds, args.command))
     return payload, markdown
 
 
@@ -153,10 +157,10 @@ def summary(numbers, seeds: dict[str, int], command: str) -> dict:
         for variant, per_seed in by_variant.items():
             for column in COLUMNS[dataset]:
                 scale = 1 if column.startswith(("Spearman", "weight")) else 100
-                methods.setdefault(variant, {})[f"{dataset} {column}"] = scale * common.mean_std(
+                methods.setdefault(variant, {})[f"{dataset} {column}"] = scale * tables.mean_std(
                     [s[column] for s in per_seed])[0]
-    return common.summary_payload(command, min(seeds.values(), default=0), methods, digits=3,
-                                  seeds_per_dataset=seeds)
+    return summary_payload(command, min(seeds.values(), default=0), methods, digits=3,
+                           seeds_per_dataset=seeds)
 
 
 def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
@@ -170,10 +174,10 @@ def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
         columns = COLUMNS[dataset]
         rows = []
         for variant, seeds in by_variant.items():
-            rows.append([variant, *(common.fmt([s[c] for s in seeds], scale=1 if c.startswith(("Spearman", "weight"))
+            rows.append([variant, *(tables.fmt([s[c] for s in seeds], scale=1 if c.startswith(("Spearman", "weight"))
                                                else 100, digits=3 if c.startswith(("Spearman", "weight")) else 1)
                                     for c in columns)])
-        md += [f"## {dataset}\n", common.markdown_table(["variant", *columns], rows), ""]
+        md += [f"## {dataset}\n", tables.markdown_table(["variant", *columns], rows), ""]
     md += [f"Command: `{command}`"]
     return "\n".join(md)
 

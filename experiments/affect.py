@@ -33,11 +33,14 @@ import numpy as np
 
 import common
 from configs.cmu_mosei_class7 import seven_class
-from imro_jax.data import datasets
+from imro_jax.data import datasets, load_split
 from imro_jax.data.builders import cmu_affect
-from imro_jax.train.config import with_overrides
 from imro_jax.eval import affect_report, reports
 from imro_jax.eval import sweep as sweep_lib
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, write_results
+from imro_jax.train import run_cache
+from imro_jax.train.config import with_overrides
 
 NAME = "affect"
 BUILDERS = {"cmu_mosei": cmu_affect.CmuMosei, "cmu_mosi": cmu_affect.CmuMosi}
@@ -94,7 +97,8 @@ def evaluate(trained: dict, test: dict, scorer, setting: dict, seed: int) -> dic
 
 
 def train_all(configs: dict, methods: list[str], seed: int, workdir: pathlib.Path) -> dict:
-    return {m: common.train(with_overrides(configs, {**common.method_overrides(m), "seed": seed}), workdir)
+    return {m: run_cache.train_or_reuse(with_overrides(configs, {**common.method_overrides(m), "seed": seed}),
+                                        workdir)
             for m in methods}
 
 
@@ -108,7 +112,7 @@ def main(argv=None) -> dict:
                  **(QUICK_MODEL if args.quick else {})}
     regression = common.load_config(args.dataset, overrides)
     datasets.prepare_dataset(regression.data)
-    train_scores = common.load_split(regression.data, "train")["label"]
+    train_scores = load_split(regression.data, "train")["label"]
     variance = float(np.var(train_scores.astype(np.float64)))
     regression = with_overrides(regression, {"model.label_variance": variance})
     class7 = seven_class(regression)
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
     print(f"[{NAME}] {mode} on {args.dataset}: {setting['seeds']} seed(s), regression {methods['regression']}, "
           f"7 classes {methods['class7']}, {regression.train.num_steps} steps", flush=True)
 
-    tests = {"regression": common.load_split(regression.data, "test"), "class7": common.load_split(class7.data, "test")}
+    tests = {"regression": load_split(regression.data, "test"), "class7": load_split(class7.data, "test")}
     scorers = {"regression": affect_scorer, "class7": sweep_lib.classification_scorer}
     per_seed = []
     for seed in range(setting["seeds"]):
@@ -131,8 +135,8 @@ def main(argv=None) -> dict:
         print(f"[{NAME}] seed {seed}: clean test MAE {clean}", flush=True)
 
     markdown, summary_methods = summarize(per_seed, methods, args, mode)
-    common.write_results(args.out, payload(per_seed, methods, args, mode, setting), markdown,
-                         summary={"command": args.command, "seeds": len(per_seed), "methods": summary_methods})
+    write_results(args.out, payload(per_seed, methods, args, mode, setting), markdown,
+                  summary={"command": args.command, "seeds": len(per_seed), "methods": summary_methods})
     print(markdown)
     return summary_methods
 
@@ -157,34 +161,34 @@ def summarize(per_seed, methods, args, mode) -> tuple[str, dict]:
     rows, summary = [], {}
     for m in methods["regression"]:
         summary[m] = {key: float(np.mean(_values(per_seed, "regression", m, key))) for _, key, _ in TABLE}
-        rows.append([f"{m} (ours)", *(common.fmt(_values(per_seed, "regression", m, key), scale=scale,
+        rows.append([f"{m} (ours)", *(tables.fmt(_values(per_seed, "regression", m, key), scale=scale,
                                                   digits=1 if scale == 100 else 3) for _, key, scale in TABLE)])
     for m in methods["class7"]:
         summary[f"{m} (7 classes)"] = {"acc7": float(np.mean(_values(per_seed, "class7", m, "accuracy")))}
-        rows.append([f"{m} (ours, 7 classes)", common.fmt(_values(per_seed, "class7", m, "accuracy"), digits=1),
+        rows.append([f"{m} (ours, 7 classes)", tables.fmt(_values(per_seed, "class7", m, "accuracy"), digits=1),
                      *[""] * (len(TABLE) - 1)])
     published = PUBLISHED[args.dataset]
     rows.append([f"MulT (published; {PUBLISHED_NOTE[args.dataset]})",
                  *(f"{published[key] * scale:.{1 if scale == 100 else 3}f}" if key in published else ""
                    for _, key, scale in TABLE)])
-    lines += ["## Clean test\n", common.markdown_table(header, rows), ""]
+    lines += ["## Clean test\n", tables.markdown_table(header, rows), ""]
 
     lines += ["## Each modality missing (regression models): MAE / Acc-2 non-0 %\n"]
     missing_header = ["method", *(f"{m} missing" for m in cmu_affect.MODALITIES)]
-    missing_rows = [[m, *(f"{common.fmt(_column(per_seed, 'regression', 'missing', m, 'mae', s, 0), scale=1, digits=3)}"
-                          f" / {common.fmt(_column(per_seed, 'regression', 'missing', m, 'acc2_non0', s, 0), digits=1)}"
+    missing_rows = [[m, *(f"{tables.fmt(_column(per_seed, 'regression', 'missing', m, 'mae', s, 0), scale=1, digits=3)}"
+                          f" / {tables.fmt(_column(per_seed, 'regression', 'missing', m, 'acc2_non0', s, 0), digits=1)}"
                           for s in range(len(cmu_affect.MODALITIES)))] for m in methods["regression"]]
-    lines += [common.markdown_table(missing_header, missing_rows), ""]
+    lines += [tables.markdown_table(missing_header, missing_rows), ""]
 
     first = per_seed[0]["regression"]["sweeps"]
     for corruption in CORRUPTIONS[1:]:
         levels = first[corruption].levels
         lines += [f"## {corruption} on one modality (regression models): MAE at each level\n"]
         header = ["method", "modality", *(f"{level:g}" for level in levels)]
-        body = [[m, modality, *(common.fmt(_column(per_seed, "regression", corruption, m, "mae", s, i), scale=1,
+        body = [[m, modality, *(tables.fmt(_column(per_seed, "regression", corruption, m, "mae", s, i), scale=1,
                                            digits=3) for i in range(len(levels)))]
                 for m in methods["regression"] for s, modality in enumerate(cmu_affect.MODALITIES)]
-        lines += [common.markdown_table(header, body), ""]
+        lines += [tables.markdown_table(header, body), ""]
 
     plot_r(per_seed, methods["regression"], args.out)
     lines += ["## Reliability of a modality under its own Gaussian noise\n", "![R under noise](r_under_noise.png)", "",
@@ -214,7 +218,7 @@ def payload(per_seed, methods, args, mode, setting) -> dict:
         "levels": setting["levels"], "published": PUBLISHED[args.dataset], "command": args.command,
         "per_seed": [{task: {"clean": r["clean"], "sweeps": {k: v.to_json() for k, v in r["sweeps"].items()}}
                       for task, r in seed.items()} for seed in per_seed],
-        "environment": common.environment(),
+        "environment": environment(),
     }
 
 

@@ -28,9 +28,13 @@ import sys
 import numpy as np
 
 import common
+from imro_jax.data import load_split, subset_rows
 from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sweep_lib
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, summary_payload, write_results
+from imro_jax.train import run_cache
 
 NAME = "handwritten"
 PUBLISHED = (  # RCML (Xu et al., AAAI 2024) Tables 2/3: accuracy %, 10 runs (docs/protocols.md, section 2)
@@ -52,7 +56,7 @@ METRICS = ("accuracy", "nll", "ece", "auroc")
 KINDS = protocols.HANDWRITTEN_KINDS  # the other corruption kinds, each on 3 of the 6 views
 
 
-def evaluate_seed(trained: dict[str, common.Trained], test: dict, train_batch: dict, seed: int, setting: dict):
+def evaluate_seed(trained: dict[str, run_cache.Trained], test: dict, train_batch: dict, seed: int, setting: dict):
     """All test-time numbers of one seed's models (``imro_jax.eval.protocols.handwritten_protocol``)
     and their training speed."""
     predictors = {m: sweep_lib.model_predictor(t.model, t.variables) for m, t in trained.items()}
@@ -65,10 +69,10 @@ def noise_tables(per_seed: list[dict], methods: list[str]) -> tuple[str, dict]:
     """Markdown of the noise sweep (accuracy per sigma, robustness) and the aggregated numbers."""
     results = [s["noise"] for s in per_seed]
     names = [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]
-    table, aggregated = common.sweep_table(results, names, reference="late" if "late" in methods else None)
+    table, aggregated = tables.sweep_table(results, names, reference="late" if "late" in methods else None)
     for m in names:
         for metric in (*METRICS[1:], "R_corrupted"):
-            aggregated[m][metric] = common.curve_stats(results, m, metric)
+            aggregated[m][metric] = tables.curve_stats(results, m, metric)
     for m in methods:
         aggregated[m]["oracle_gap_accuracy"] = (aggregated[m + sweep_lib.ORACLE_SUFFIX]["mean"]
                                                 - aggregated[m]["mean"])
@@ -92,10 +96,10 @@ def main(argv=None) -> dict:
         trained = {}
         for method in methods:
             config = common.load_config(NAME, {**overrides, **common.method_overrides(method), "seed": seed})
-            trained[method] = common.train(config, args.workdir)
+            trained[method] = run_cache.train_or_reuse(config, args.workdir)
         if test is None:
-            test = common.load_split(base.data, "test")
-            train_batch = common.load_split(base.data, "train")
+            test = load_split(base.data, "test")
+            train_batch = load_split(base.data, "train")
         per_seed.append(evaluate_seed(trained, test, train_batch, seed, setting))
         if first_imro is None and "imro" in trained:
             first_imro = trained["imro"]
@@ -103,17 +107,17 @@ def main(argv=None) -> dict:
         print(f"[{NAME}] seed {seed}: clean accuracy {clean}", flush=True)
         if seed + 1 < setting["seeds"]:  # interim results after every seed (labelled REDUCED)
             interim = summarize(per_seed, methods, setting, mode, steps, args)
-            common.write_results(args.out, interim["payload"], interim["markdown"], interim["summary"])
+            write_results(args.out, interim["payload"], interim["markdown"], interim["summary"])
 
     result = summarize(per_seed, methods, setting, mode, steps, args)
     if first_imro is not None:
         report = reports.reliability_report(
-            first_imro.model, common.subset_rows(test, 200), args.out / "reliability_report.png",
+            first_imro.model, subset_rows(test, 200), args.out / "reliability_report.png",
             variables=first_imro.variables, levels=setting["sigmas"][:: max(1, len(setting["sigmas"]) // 5)],
             num_examples=3,
         )
         result["payload"]["reliability_report"] = report
-    common.write_results(args.out, result["payload"], result["markdown"], result["summary"])
+    write_results(args.out, result["payload"], result["markdown"], result["summary"])
     print(result["markdown"])
     return result["payload"]
 
@@ -137,17 +141,17 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
     for m in methods:
         rows.append([
             f"**{m}** (ours)" if m == "imro" else f"{m} (ours)",
-            common.fmt(_column(per_seed, "clean", m, "accuracy")),
-            common.fmt(_column(per_seed, "clean", m, "nll"), scale=1, digits=3),
-            common.fmt(_column(per_seed, "clean", m, "ece"), scale=1, digits=3),
-            common.fmt(_column(per_seed, "clean", m, "auroc"), scale=1, digits=3),
-            common.fmt(_column(per_seed, "conflictive", m, "accuracy")),
-            common.fmt(_column(per_seed, "conflictive", m + sweep_lib.ORACLE_SUFFIX, "accuracy")),
-            common.fmt(_column(per_seed, "conflict_only", m, "accuracy")),
+            tables.fmt(_column(per_seed, "clean", m, "accuracy")),
+            tables.fmt(_column(per_seed, "clean", m, "nll"), scale=1, digits=3),
+            tables.fmt(_column(per_seed, "clean", m, "ece"), scale=1, digits=3),
+            tables.fmt(_column(per_seed, "clean", m, "auroc"), scale=1, digits=3),
+            tables.fmt(_column(per_seed, "conflictive", m, "accuracy")),
+            tables.fmt(_column(per_seed, "conflictive", m + sweep_lib.ORACLE_SUFFIX, "accuracy")),
+            tables.fmt(_column(per_seed, "conflict_only", m, "accuracy")),
             f"{np.nanmean([s['steps_per_s'][m] for s in per_seed]):.0f}",
         ])
     rows += [[f"{name} (published)", clean, "", "", "", conflict, "", "", ""] for name, clean, conflict in PUBLISHED]
-    lines += ["## Clean and conflictive test\n", common.markdown_table(header, rows), ""]
+    lines += ["## Clean and conflictive test\n", tables.markdown_table(header, rows), ""]
 
     noise_md, aggregated = noise_tables(per_seed, methods)
     lines += ["## Gaussian noise on 3 of 6 views (MGP protocol), accuracy %\n",
@@ -156,13 +160,13 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
               "accuracy curve with the level index i/10 as the MultiBench level; effective robustness: "
               "sum over levels of the gain over late fusion shifted to the same clean accuracy.\n",
               noise_md, ""]
-    kind_rows = [[name, *(common.fmt([s["kinds"][k][name]["accuracy"] for s in per_seed], digits=1) for k in KINDS)]
+    kind_rows = [[name, *(tables.fmt([s["kinds"][k][name]["accuracy"] for s in per_seed], digits=1) for k in KINDS)]
                  for name in [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]]
     lines += ["## Other corruptions of 3 of 6 views, accuracy %\n",
               "Same view triples as the noise sweep. " + "; ".join(
                   f"`{k}`: `{c}` at level {lv:g}" for k, (c, lv) in KINDS.items()) +
               " (`imro_jax/data/corruptions.py`). `+oracle`: the corrupted views masked as missing.\n",
-              common.markdown_table(["method", *KINDS], kind_rows), ""]
+              tables.markdown_table(["method", *KINDS], kind_rows), ""]
     verdicts = verdict(per_seed, methods, aggregated, sigmas)
     lines += ["## Verdict against the targets (computed from the numbers above)\n", *[f"- {v}" for v in verdicts], "",
               "Protocol notes: the conflictive test follows the RCML code (`rcml_conflictive` in "
@@ -197,7 +201,7 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
         "published": [dict(zip(("method", "clean", "conflictive"), p)) for p in PUBLISHED],
         "per_seed": [{k: (v.to_json() if k == "noise" else v) for k, v in s.items()} for s in per_seed],
         "kinds": KINDS,
-        "noise_aggregate": aggregated, "verdict": verdicts, "environment": common.environment(),
+        "noise_aggregate": aggregated, "verdict": verdicts, "environment": environment(),
     }
     return {"payload": payload, "markdown": "\n".join(lines),
             "summary": summary(per_seed, methods, aggregated, sigmas, args.command)}
@@ -217,7 +221,7 @@ def summary(per_seed, methods, aggregated, sigmas, command) -> dict:
             for name, key in ((m, kind), (m + sweep_lib.ORACLE_SUFFIX, kind + "+oracle")):
                 row[key] = 100 * np.mean([s["kinds"][kind][name]["accuracy"] for s in per_seed])
         table[m] = row
-    return common.summary_payload(command, len(per_seed), table)
+    return summary_payload(command, len(per_seed), table)
 
 
 def verdict(per_seed, methods, aggregated, sigmas) -> list[str]:

@@ -22,10 +22,13 @@ import sys
 import jax
 
 import common
-from imro_jax.data import prepare_dataset
+from imro_jax.data import load_split, prepare_dataset
 from imro_jax.eval import reports
-from imro_jax.train.config import with_overrides
 from imro_jax.eval import sweep as sw
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, write_results
+from imro_jax.train import run_cache
+from imro_jax.train.config import with_overrides
 
 NAME = "quickstart"
 OUT = common.REPO / "runs" / NAME  # default --out: git-ignored, so a run never rewrites tracked files
@@ -43,7 +46,7 @@ def with_default_out(argv: list[str]) -> list[str]:
 def main(argv=None) -> dict:
     argv = with_default_out(list(sys.argv[1:] if argv is None else argv))
     args = common.parse_args(NAME, __doc__.splitlines()[0], argv)
-    common.enable_compilation_cache()
+    run_cache.enable_compilation_cache()
     steps = args.steps or (common.QUICK_STEPS if args.quick else 300)
     overrides = {**common.train_overrides(args), "train.num_steps": steps,
                  "optimizer.warmup_steps": max(1, min(20, steps // 8)),
@@ -53,11 +56,12 @@ def main(argv=None) -> dict:
     base = common.load_config("trimodal", overrides)
     print("[1/3] dataset imro_synth/small (built on the first run)", flush=True)
     print(f"      in {prepare_dataset(base.data).data_dir}", flush=True)
-    test = common.load_split(base.data, "test")
+    test = load_split(base.data, "test")
     modalities = sorted(NOISE)
 
     print(f"[2/3] training {', '.join(METHODS)} for {steps} steps each", flush=True)
-    trained = {m: common.train(with_overrides(base, common.method_overrides(m)), args.workdir) for m in METHODS}
+    trained = {m: run_cache.train_or_reuse(with_overrides(base, common.method_overrides(m)), args.workdir)
+               for m in METHODS}
     predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in trained.items()}
 
     print("[3/3] evaluating clean, noisy and missing modalities", flush=True)
@@ -73,7 +77,7 @@ def main(argv=None) -> dict:
         numbers[f"{m} {name} {level}"], numbers[f"{m} missing"] = noisy, missing
         rows.append([f"{m}: {name} {level}", *(f"{100 * noisy[k]['accuracy']:.1f}" for k in METHODS)])
         rows.append([f"{m}: missing", *(f"{100 * missing[k]['accuracy']:.1f}" for k in METHODS)])
-    table = common.markdown_table(["test condition", *(f"{m} accuracy %" for m in METHODS)], rows)
+    table = tables.markdown_table(["test condition", *(f"{m} accuracy %" for m in METHODS)], rows)
 
     args.out.mkdir(parents=True, exist_ok=True)
     steps_grid = {"gaussian": [0.0, 0.1, 0.3, 1.0, 3.0], "blank": [0.0, 0.25, 0.5, 0.75, 1.0]}
@@ -88,8 +92,7 @@ def main(argv=None) -> dict:
     markdown = (f"# Quickstart: IMRO vs uniform fusion on imro_synth/small\n\n{steps} train steps per method, "
                 f"{len(test['label'])} test samples.\n\n{table}\n\n![R vs corruption](quickstart.png)\n\n"
                 f"Command: `{args.command}`\n")
-    common.write_results(args.out, {"steps": steps, "scores": numbers, "environment": common.environment()},
-                         markdown)
+    write_results(args.out, {"steps": steps, "scores": numbers, "environment": environment()}, markdown)
     print("\n" + table + f"\n\nwrote {args.out}/results.md and quickstart.png", flush=True)
     return numbers
 

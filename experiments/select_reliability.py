@@ -24,8 +24,12 @@ import jax
 import numpy as np
 
 import common
+from imro_jax.data import load_split
 from imro_jax.data.builders.handwritten import NUM_CLASSES, VIEWS
 from imro_jax.eval import sweep as sweep_lib
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, summary_payload, write_results
+from imro_jax.train import run_cache
 
 NAME = "select_reliability"
 TRAIN, VALIDATION = "train[:80%]", "train[80%:]"
@@ -97,11 +101,12 @@ def main(argv=None) -> dict:
     setting["variants"] = chosen_variants(args.variants, setting["variants"])
     overrides = {**common.train_overrides(args), "data.train_split": TRAIN}
     base = common.load_config("handwritten", overrides)
-    validation = common.load_split(base.data, VALIDATION)
+    validation = load_split(base.data, VALIDATION)
     per_seed, variants = [], setting["variants"]
     for seed in range(setting["seeds"]):
-        trained = {v: common.train(common.load_config("handwritten", {**overrides, **VARIANTS[v], "seed": seed}),
-                                   args.workdir) for v in variants}
+        trained = {v: run_cache.train_or_reuse(
+                       common.load_config("handwritten", {**overrides, **VARIANTS[v], "seed": seed}), args.workdir)
+                   for v in variants}
         predictors = {v: sweep_lib.model_predictor(t.model, t.variables) for v, t in trained.items()}
         per_seed.append(conditions(predictors, validation, setting, seed))
         print(f"[{NAME}] seed {seed}: " + ", ".join(
@@ -117,14 +122,14 @@ def main(argv=None) -> dict:
         "# Choosing the IMRO default on a validation split (Handwritten)\n",
         f"{label} run: {len(per_seed)} seed(s), trained on `{TRAIN}`, scored on `{VALIDATION}` (the test split is "
         "never read). Accuracy %, mean over seeds; score = mean over the conditions.\n",
-        common.markdown_table(["variant", *metrics, "score"], rows), "",
+        tables.markdown_table(["variant", *metrics, "score"], rows), "",
         f"Selected: **{best}** ({' '.join(f'{k}={v}' for k, v in VARIANTS[best].items())}).", "",
         f"Command: `{args.command}`",
     ])
     payload = {"mode": mode, "variants": VARIANTS, "per_seed": per_seed, "table": table, "selected": best,
-               "environment": common.environment()}
-    common.write_results(args.out, payload, markdown,
-                         common.summary_payload(args.command, len(per_seed), table, selected=best))
+               "environment": environment()}
+    write_results(args.out, payload, markdown,
+                  summary_payload(args.command, len(per_seed), table, selected=best))
     print(markdown)
     return payload
 

@@ -41,10 +41,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import common
+from imro_jax.data import load_split, subset_rows
 from imro_jax.eval import reports
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, write_results
 from imro_jax.models.fusion import ReliabilityAwareAttention
 from imro_jax.models.loss import task_loss_per_sample
 from imro_jax.train import loop
+from imro_jax.train import run_cache
 from imro_jax.train.model_task import model_task
 
 NAME = "stability"
@@ -140,8 +144,8 @@ def make_measure(model, num_modalities: int):
 
 def measurement_batch(config, count: int) -> dict:
     """The first ``count`` training samples in file order (the same for every run)."""
-    batch = common.load_split(config.data, "train")
-    return {k: v for k, v in common.subset_rows(batch, count).items() if k != "corruption"}
+    batch = load_split(config.data, "train")
+    return {k: v for k, v in subset_rows(batch, count).items() if k != "corruption"}
 
 
 def main(argv=None) -> dict:
@@ -155,14 +159,14 @@ def main(argv=None) -> dict:
     for seed in range(setting["seeds"]):
         for method in METHODS:
             config = common.load_config("handwritten", {**overrides, **common.method_overrides(method), "seed": seed})
-            trained = common.train(config, args.workdir)
+            trained = run_cache.train_or_reuse(config, args.workdir)
             if batch is None:
                 batch = measurement_batch(config, setting["samples"])
             if method not in measures:  # one compiled measurement per fusion (the models differ)
                 measures[method] = make_measure(trained.model, len(trained.model.spec.modality_names))
             task = model_task(config)
             points = []
-            for step in common.checkpoint_steps(config, trained.workdir, task):
+            for step in run_cache.checkpoint_steps(config, trained.workdir, task):
                 params = loop.restore_params(config, trained.workdir, task, step)
                 values = jax.device_get(measures[method](params, batch))
                 points.append({"step": step, **{k: np.asarray(v).tolist() for k, v in values.items()}})
@@ -176,7 +180,7 @@ def main(argv=None) -> dict:
             print(f"[{NAME}] {method} seed {seed}: " + ", ".join(
                 f"step {p['step']} LHS/RHS {p['lhs'] / p['rhs']:.3f}" for p in points), flush=True)
     payload, markdown = summarize(runs, setting, mode, steps, args)
-    common.write_results(args.out, payload, markdown)
+    write_results(args.out, payload, markdown)
     print(markdown)
     return payload
 
@@ -202,7 +206,7 @@ def summarize(runs, setting, mode, steps, args):
         rows.append([method, len(points), f"{np.median(ratio):.3f}", f"{ratio.min():.3f} .. {ratio.max():.3f}",
                      f"{100 * holds[method]:.0f}%", f"{np.median(literal):.3f}", f"{100 * np.mean(literal <= 1):.0f}%"])
     md += ["## Does Var(grad Z) <= sum_m R_m^2 Var(grad Z_m) hold?\n",
-           common.markdown_table(["method", "measurements", "median LHS/RHS", "range", "bound holds",
+           tables.markdown_table(["method", "measurements", "median LHS/RHS", "range", "bound holds",
                                   "median LHS/RHS'", "literal bound holds"], rows), "",
            "LHS/RHS > 1 means positively correlated per-modality gradients (the bound fails); RHS' uses the "
            "batch-mean R_m^2 (the paper's literal form).\n"]
@@ -213,10 +217,10 @@ def summarize(runs, setting, mode, steps, args):
         _, losses = _curve([r["loss"] for r in method_runs])
         late = steps_axis > steps // 5  # after warmup and the first drop
         variance = grads[:, late].var(axis=1) if late.any() else grads.var(axis=1)
-        grad_rows.append([method, common.fmt(variance, scale=1, digits=3),
-                          common.fmt(grads[:, late].mean(axis=1) if late.any() else grads.mean(axis=1), scale=1,
+        grad_rows.append([method, tables.fmt(variance, scale=1, digits=3),
+                          tables.fmt(grads[:, late].mean(axis=1) if late.any() else grads.mean(axis=1), scale=1,
                                      digits=3),
-                          common.fmt(losses[:, -1], scale=1, digits=4)])
+                          tables.fmt(losses[:, -1], scale=1, digits=4)])
         loss_curves[method], grad_curves[method] = losses.mean(0), grads.mean(0)
         bands[method] = losses.std(0)
         ratio_steps = np.array([p["step"] for p in method_runs[0]["points"]])
@@ -224,7 +228,7 @@ def summarize(runs, setting, mode, steps, args):
         grad_curves[f"{method} LHS/RHS"] = ratios.mean(0)
         grad_curves[f"{method} steps"] = ratio_steps
     md += ["## Gradient norm and loss across seeds\n",
-           common.markdown_table(["method", "variance of the grad norm over steps (after 20% of training)", "mean grad norm",
+           tables.markdown_table(["method", "variance of the grad norm over steps (after 20% of training)", "mean grad norm",
                                   "final train loss"], grad_rows), ""]
     reports.plot_curves(steps_axis, loss_curves, out / "loss.png", xlabel="step", ylabel="train loss",
                         title=f"Train loss, mean +- std over {seeds} seed(s)", bands=bands)
@@ -236,7 +240,7 @@ def summarize(runs, setting, mode, steps, args):
     md += ["## Plots\n", "![loss](loss.png) ![gradient norm](grad_norm.png) ![bound ratio](bound_ratio.png)", "",
            f"Command: `{args.command}`"]
     payload = {"mode": mode, "seeds": seeds, "steps": steps, "setting": setting, "runs": runs,
-               "bound_holds_fraction": holds, "environment": common.environment()}
+               "bound_holds_fraction": holds, "environment": environment()}
     return payload, "\n".join(md)
 
 

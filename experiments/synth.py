@@ -31,10 +31,14 @@ import sys
 import numpy as np
 
 import common
+from imro_jax.data import load_split, subset_rows
 from imro_jax.data.synth import MODALITIES, quality_matrix
 from imro_jax.eval import protocols
 from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
+from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, summary_payload, write_results
+from imro_jax.train import run_cache
 
 NAME = "synth"
 CEILING = "oracle (q on the simplex)"
@@ -61,9 +65,10 @@ def extra_flags(parser) -> None:
                         help="classification (and captions), or regression on the continuous score")
 
 
-def train_group(config_name, methods, overrides, seed, args) -> dict[str, common.Trained]:
+def train_group(config_name, methods, overrides, seed, args) -> dict[str, run_cache.Trained]:
     return {
-        m: common.train(common.load_config(config_name, {**overrides, **common.method_overrides(m), "seed": seed}), args.workdir)
+        m: run_cache.train_or_reuse(
+            common.load_config(config_name, {**overrides, **common.method_overrides(m), "seed": seed}), args.workdir)
         for m in methods
     }
 
@@ -115,7 +120,7 @@ def main(argv=None) -> dict:
         if len(per_seed) < setting["seeds"]:
             markdown = (f"**Interim**: {len(per_seed)} of the {setting['seeds']} seeds this command asked for were "
                         f"finished when this file was written.\n\n{markdown}")
-        common.write_results(args.out, payload, markdown, summary)
+        write_results(args.out, payload, markdown, summary)
     print(markdown)
     return payload
 
@@ -125,10 +130,10 @@ def test_split(data_config, class_data_config, count: int) -> tuple[dict, np.nda
     classification builder config of the same samples (a regression builder config holds the
     classification one's samples plus the score): the classes, the conflict donors' key, are read
     from it, after checking that its samples are the same."""
-    test = common.subset_rows(common.load_split(data_config, "test"), count)
+    test = subset_rows(load_split(data_config, "test"), count)
     if class_data_config is None:
         return test, np.asarray(test["label"])
-    by_class = common.subset_rows(common.load_split(class_data_config, "test"), count)
+    by_class = subset_rows(load_split(class_data_config, "test"), count)
     if not np.array_equal(quality_matrix(by_class), quality_matrix(test)):
         raise RuntimeError(f"{class_data_config.builder_config} and {data_config.builder_config} test splits "
                            "hold other samples")
@@ -137,17 +142,17 @@ def test_split(data_config, class_data_config, count: int) -> tuple[dict, np.nda
 
 def _clean_table(per_seed, methods, metrics, part):
     header = ["method", *metrics]
-    rows = [[m, *(common.fmt([s[part]["clean"][m][k] for s in per_seed], scale=100 if k in
+    rows = [[m, *(tables.fmt([s[part]["clean"][m][k] for s in per_seed], scale=100 if k in
                              ("accuracy", "token_accuracy", "exact_match") else 1,
                              digits=1 if k in ("accuracy", "token_accuracy", "exact_match") else 3)
                   for k in metrics)] for m in methods]
-    return common.markdown_table(header, rows)
+    return tables.markdown_table(header, rows)
 
 
 def _scores_table(per_seed, part, key, names, metric, task):
-    rows = [[m, common.fmt([s[part][key][m][metric] for s in per_seed], scale=task["scale"], digits=task["digits"])]
+    rows = [[m, tables.fmt([s[part][key][m][metric] for s in per_seed], scale=task["scale"], digits=task["digits"])]
             for m in names]
-    return common.markdown_table(["method", f"{metric} {task['unit']}"], rows)
+    return tables.markdown_table(["method", f"{metric} {task['unit']}"], rows)
 
 
 def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args):
@@ -162,9 +167,9 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
 
     rho_rows = []
     for m in methods:
-        rho_rows.append([m, *(common.fmt([s["spearman"][m][k] for s in per_seed], scale=1, digits=3)
+        rho_rows.append([m, *(tables.fmt([s["spearman"][m][k] for s in per_seed], scale=1, digits=3)
                               for k in ("pooled", "within_sample", *MODALITIES))])
-    rho_rows.append([CEILING, *(common.fmt([s["spearman_ceiling"][k] for s in per_seed], scale=1, digits=3)
+    rho_rows.append([CEILING, *(tables.fmt([s["spearman_ceiling"][k] for s in per_seed], scale=1, digits=3)
                                 for k in ("pooled", "within_sample", *MODALITIES))])
     md += ["## Interpretability: Spearman(R[b, m], ground-truth q[b, m]) on the clean test set\n",
            "`pooled`: over all (sample, modality) pairs; `within_sample`: mean over samples of the rank "
@@ -172,11 +177,11 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
            f"`{CEILING}`: the weights q[b, m] / sum_m' q[b, m'] (reports.simplex_quality_ceiling), the "
            "best a weight on the simplex can reach pooled: weights sum to 1 even when every modality "
            "of a sample is poor.\n",
-           common.markdown_table(["method", "pooled", "within_sample", *MODALITIES], rho_rows), ""]
+           tables.markdown_table(["method", "pooled", "within_sample", *MODALITIES], rho_rows), ""]
 
     payload = {"mode": mode, "task": args.task, "seeds": seeds, "steps": steps, "methods": methods,
                "caption_methods": caption_methods, "setting": {k: v for k, v in setting.items()},
-               "environment": common.environment(), "tables": {}}
+               "environment": environment(), "tables": {}}
     caption_task = dict(TASKS["classification"], metric="token_accuracy", reference=None)
     parts = [(args.task, methods, task)] + ([("captions", caption_methods, caption_task)] if caption_methods else [])
     for part, names, spec in parts:
@@ -186,7 +191,7 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
         md.append(f"## {part.capitalize()}: noise on one modality ({metric} {spec['unit']})\n")
         for m in MODALITIES:
             results = [s[part]["noise"][m] for s in per_seed]
-            table, numbers = common.sweep_table(results, oracles, metric=metric, reference=reference,
+            table, numbers = tables.sweep_table(results, oracles, metric=metric, reference=reference,
                                                 scale=scale, digits=digits, robustness_columns=scale == 100)
             payload["tables"][f"{part}/noise/{m}"] = numbers
             name, levels = setting["noise"][m]
@@ -198,19 +203,19 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
         missing = [s[part]["missing"] for s in per_seed]
         rows = []
         for j, subset in enumerate(missing[0].subsets):
-            rows.append(["+".join(subset), *(common.fmt([r.scores[m][metric][0, j] for r in missing], scale=scale,
+            rows.append(["+".join(subset), *(tables.fmt([r.scores[m][metric][0, j] for r in missing], scale=scale,
                                                         digits=digits) for m in names)])
         md += [f"## {part.capitalize()}: missing modalities ({metric} {spec['unit']})\n",
-               common.markdown_table(["dropped", *names], rows), ""]
+               tables.markdown_table(["dropped", *names], rows), ""]
         md += [f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
                _scores_table(per_seed, part, "conflict", oracles, metric, spec), ""]
     metric = task["metric"]
-    kind_rows = [[m, *(common.fmt([s[args.task]["kinds"][c][m][metric] for s in per_seed], scale=task["scale"],
+    kind_rows = [[m, *(tables.fmt([s[args.task]["kinds"][c][m][metric] for s in per_seed], scale=task["scale"],
                                   digits=task["digits"]) for c in protocols.SYNTH_KINDS)]
                  for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
     md += [f"## {args.task.capitalize()}: harder corruptions, one modality at a time ({metric} {task['unit']})\n",
            "`+oracle`: the corrupted modality masked as missing.\n",
-           common.markdown_table(["method", *protocols.SYNTH_KINDS], kind_rows), ""]
+           tables.markdown_table(["method", *protocols.SYNTH_KINDS], kind_rows), ""]
     if caption_methods:
         md += ["## Captions on the clean test set\n",
                _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
@@ -220,7 +225,7 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
         reports.plot_reliability_vs_quality(weights, quality_matrix(test), MODALITIES, out / "imro_r_vs_quality.png",
                                             title="IMRO, seed 0")
         payload["reliability_report"] = reports.reliability_report(
-            imro.model, common.subset_rows(test, 64), out / "reliability_report.png", variables=imro.variables,
+            imro.model, subset_rows(test, 64), out / "reliability_report.png", variables=imro.variables,
             corruptions={m: spec for m, spec in setting["noise"].items()}, num_examples=3)
         md += ["## Plots\n", "![R vs quality](imro_r_vs_quality.png)", "![IMRO reliability report](reliability_report.png)",
                *(f"![{p} {m}]({p}_noise_{m}.png)" for p, _, _ in parts for m in MODALITIES), ""]
@@ -255,8 +260,8 @@ def summary_numbers(per_seed, setting, methods, command, task_name="classificati
                 row[column + suffix] = mean([c["kinds"][column][name][metric] for c in scores])
         table[m] = row
     ceiling = float(np.mean([s["spearman_ceiling"]["pooled"] for s in per_seed]))
-    return common.summary_payload(command, len(per_seed), table, digits=2 if task["scale"] == 100 else 3,
-                                  metric=metric, spearman_ceiling=round(ceiling, 3))
+    return summary_payload(command, len(per_seed), table, digits=2 if task["scale"] == 100 else 3,
+                           metric=metric, spearman_ceiling=round(ceiling, 3))
 
 
 if __name__ == "__main__":

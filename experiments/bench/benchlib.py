@@ -32,9 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: results_io
-import results_io  # noqa: E402
-
+from imro_jax.eval import results_files
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
 from imro_jax.train import config as config_lib
 from imro_jax.train import input as input_lib
@@ -459,7 +457,7 @@ def load_average() -> float:
 class Report:
     """Collects a benchmark's table and notes; prints them and writes them to the results log.
 
-    The log (`RESULTS.md`) keeps the latest section of each title (`results_io.replace_section`;
+    The log (`RESULTS.md`) keeps the latest section of each title (`imro_jax.eval.results_files.replace_section`;
     the history is in git), with the command, repo-relative paths, versions and load.
 
     Usage::
@@ -494,12 +492,13 @@ class Report:
         text = "\n".join(lines)
         print(text, flush=True)
         if self.results:
-            results_io.replace_section(self.results, self.title, text)
+            results_files.replace_section(self.results, self.title, text)
         return text
 
 
-relative = results_io.repo_relative
-markdown_table = results_io.markdown_table
+def relative(path: str | os.PathLike) -> str:
+    """`path` as the results log writes it: relative to this checkout (`REPO`), or as given outside it."""
+    return results_files.repo_relative(path, REPO)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

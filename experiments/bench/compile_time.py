@@ -21,6 +21,7 @@ import time
 import jax
 
 import benchlib
+from imro_jax.eval import tables
 from imro_jax.train import input as input_lib
 
 DEFAULT_CONFIGS = "trimodal,trimodal:uniform,trimodal:concat,trimodal:late,handwritten,synth_caption"
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
     if base is not None:
         notes.append(f"base config: first call {base['first_wall']:.1f} s wall, "
                      f"{base['first_cpu']:.1f} s CPU against the < 30 s target")
-    report.finish(benchlib.markdown_table(header, rows), notes)
+    report.finish(tables.markdown_table(header, rows), notes)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import jax
 
 import benchlib
 import flops
+from imro_jax.eval import tables
 from imro_jax.train import precision
 
 
@@ -79,10 +80,10 @@ def main(argv=None) -> None:
          f"input), GFLOP/s", benchlib.Summary.of(shaped_rate).fmt(1e-9, 2)),
         ("model-shaped matmul rate / ceiling", benchlib.Summary.of(shaped_rate / ceiling).fmt(100, 1) + " %"),
     ]
-    table = benchlib.markdown_table(["quantity", "value (median [IQR])"], rows)
+    table = tables.markdown_table(["quantity", "value (median [IQR])"], rows)
     total = sum(flops.flop_groups(terms).values())
     shares = sorted(flops.flop_groups(terms).items(), key=lambda kv: -kv[1])
-    table += "\n\nTrain FLOPs by part (hand count):\n\n" + benchlib.markdown_table(
+    table += "\n\nTrain FLOPs by part (hand count):\n\n" + tables.markdown_table(
         ["part", "GFLOP / step", "%"],
         [(name, f"{value * 1e-9:.4g}", f"{100 * value / total:.1f}") for name, value in shares],
     )

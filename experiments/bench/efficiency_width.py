@@ -21,6 +21,7 @@ import jax
 
 import benchlib
 import flops
+from imro_jax.eval import tables
 from imro_jax.train import precision
 
 
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
             f"{m}x{k} @ {k}x{n}", benchlib.Summary.of(shaped_rate / ceiling).fmt(100, 1),
             benchlib.Summary.of(step_rate / shaped_rate).fmt(100, 1),
         ))
-    table = benchlib.markdown_table(
+    table = tables.markdown_table(
         ["dim", "heads x head_dim", "GFLOP / step", "step ms", "**MFU %**", "largest product",
          "its rate / ceiling %", "step rate / its rate %"], rows)
     target = 0.5 if jax.default_backend() == "gpu" else 0.4

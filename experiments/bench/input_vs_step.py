@@ -30,6 +30,7 @@ import numpy as np
 
 import benchlib
 from imro_jax.data import datasets, make_pipeline
+from imro_jax.eval import tables
 from imro_jax.train import input as input_lib
 
 
@@ -116,7 +117,7 @@ def main(argv=None) -> None:
         ("loop: wait per step, ms", benchlib.Summary.of(loop["waits"]).fmt(1e3, 2)),
     ]
     dataset = f"{config.data.name}/{config.data.builder_config or 'default'}"
-    report.finish(benchlib.markdown_table(["quantity", "value (median [IQR])"], rows), notes=[
+    report.finish(tables.markdown_table(["quantity", "value (median [IQR])"], rows), notes=[
         f"dataset {dataset}, batch {config.data.batch_size}, grain workers "
         f"{config.data.worker_count}, read threads {config.data.read_threads}, prefetch "
         f"{config.train.prefetch}; model `{args.config}` (fusion {config.model.fusion}) on 1 "

@@ -72,6 +72,7 @@ def run_worker(n: int, argv: list[str]) -> dict:
 
 def main(argv=None) -> None:
     import benchlib
+    from imro_jax.eval import tables
 
     parser = benchlib.base_parser(__doc__)
     parser.add_argument("--devices", default="1,2,4,8")
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
                      f"{rate / n:.0f}"))
     header = ["devices", "mesh data x model", "loss step 1", f"loss step {args.steps}",
               f"max rel. diff to {counts[0]} dev.", "step ms", "examples/s", "examples/s/device"]
-    report.finish(benchlib.markdown_table(header, rows), notes=[
+    report.finish(tables.markdown_table(header, rows), notes=[
         f"config `{benchlib.TINY_CONFIG.name if args.tiny else args.config}`, global batch "
         f"{results[counts[0]]['batch']}, {args.steps} steps from the same host-drawn state; "
         f"simulated devices share {os.cpu_count()} CPU cores",

@@ -21,6 +21,7 @@ import ast
 import jax
 
 import benchlib
+from imro_jax.eval import tables
 
 DEFAULT_VARIANTS = "absorbed_fusion_kv=True;head_major_qkv=True;absorbed_fusion_kv=True,head_major_qkv=True"
 
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
         rows.append((name, benchlib.Summary.of(times[name]).fmt(1e3, 2), ratio,
                      f"{memory[name] / 2**20:.1f}", f"{first_loss[name]:.6f}", f"{rel:.1e}"))
     model = benches["default"].config.model
-    report.finish(benchlib.markdown_table(
+    report.finish(tables.markdown_table(
         ["variant (model.*)", "train step ms", "ratio to default", "step memory MiB", "loss step 1", "rel. diff"],
         rows), notes=[
         f"config `{benchlib.relative(config_path)}` (fusion {model.fusion}, batch "

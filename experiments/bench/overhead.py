@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 import benchlib
+from imro_jax.eval import tables
 from imro_jax.train import model_fns
 
 VARIANTS = ("imro", "uniform", "plain")
@@ -164,7 +165,7 @@ def main(argv=None) -> None:
             f"{benchlib.Summary.of(later).fmt(1, 2)} s = {100 * share:.1f}% of {steps} imro train steps "
             f"({training:.1f} s at the median step; first call: {100 * first / training:.1f}%): "
             f"{'meets' if share <= 0.05 else 'misses'} the <= 5% target")
-    report.finish(benchlib.markdown_table(["mode", "variant", "time ms", "ratio to uniform"], rows),
+    report.finish(tables.markdown_table(["mode", "variant", "time ms", "ratio to uniform"], rows),
                   notes)
 
 

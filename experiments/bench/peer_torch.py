@@ -50,6 +50,7 @@ from flax import linen as nn_flax
 
 import benchlib
 import flops
+from imro_jax.eval import tables
 from imro_jax.models import registry
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
 from imro_jax.models.layers import sinusoidal_positions
@@ -556,7 +557,7 @@ def main(argv=None) -> None:
     rows, checks = [], []
     for name in args.configs.split(","):
         run_config(name, args, rows, checks)
-    report.finish(benchlib.markdown_table(
+    report.finish(tables.markdown_table(
         ["config", "train step", "ms", "ours / this (time ratio)", "MFU vs best matmul", "MFU vs jnp.dot"], rows),
         notes=[*checks, f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
                         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {args.rounds} interleaved rounds",

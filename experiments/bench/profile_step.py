@@ -30,6 +30,7 @@ import time
 import jax
 
 import benchlib
+from imro_jax.eval import tables
 
 COMPONENTS = ("token_fusion", "estimator", "critic", "head")
 ENCODER = re.compile(r"encoders_(\w+?)(?:/|$|\.)")
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
     sections = []
     for key, top in (("pass", None), ("kind", None), ("component", None), ("op", args.top)):
         sections.append(f"By {key} (ms of op time per step, % of {total * 1e3:.1f} ms):\n\n"
-                        + benchlib.markdown_table([key, "ms/step", "%"], _rows(result[key], total, top)))
+                        + tables.markdown_table([key, "ms/step", "%"], _rows(result[key], total, top)))
     report.finish(
         "\n\n".join(sections),
         notes=[f"config `{args.config if not args.tiny else 'bench_tiny'}`, fusion "

@@ -33,6 +33,7 @@ import numpy as np
 
 import benchlib
 import flops
+from imro_jax.eval import tables
 
 FUSIONS = ("imro", "concat")
 
@@ -193,7 +194,7 @@ def main(argv=None) -> None:
     if args.plot:
         plot(args.plot, token_points, modality_points, args)
     d, h, f = args.dim, 2 * args.dim, 4
-    report.finish(benchlib.markdown_table(header, rows), notes=[
+    report.finish(tables.markdown_table(header, rows), notes=[
         f"feature-sequence modalities, batch {args.batch}, width {args.dim}, depth {args.depth}, "
         f"float32, 1 device; time: median [IQR] of {args.rounds} interleaved rounds; L > "
         f"{args.time_cap} compiled only (CPU cap: a concat step at M=3, L=4096 needs "

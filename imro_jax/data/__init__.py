@@ -5,6 +5,7 @@ Data flows one way: builder -> pipeline -> batch dict (``imro_jax.batch``) -> mo
   prepare_dataset(data_config)                       build the TFDS dataset if missing
   make_pipeline(data_config, *, split, train, seed,  grain iterator of per-process batch dicts
                 process_index=0, process_count=1)    with get_state() / set_state()
+  load_split(data_config, split)                     a whole split as one numpy batch dict
   apply_corruption(batch, name, level, *, modalities, fraction, key, ...)
                                                      seeded, recorded, jit-able corruptions
   default_data_config(name, **overrides)             the data-config schema of each dataset
@@ -25,7 +26,7 @@ from imro_jax.data.datasets import (
     validate_data_config,
 )
 from imro_jax.data.pickle_safe import UnsafePickleError, restricted_load, restricted_loads
-from imro_jax.data.pipeline import batched_dataset, make_pipeline
+from imro_jax.data.pipeline import batched_dataset, load_split, make_pipeline, subset_rows
 
 __all__ = [
     "CORRUPTIONS",
@@ -36,10 +37,12 @@ __all__ = [
     "builders",
     "default_data_config",
     "get_builder",
+    "load_split",
     "make_pipeline",
     "prepare_dataset",
     "resplit_configs",
     "restricted_load",
     "restricted_loads",
+    "subset_rows",
     "validate_data_config",
 ]

@@ -30,7 +30,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import grain
+import jax
 import ml_collections
+import numpy as np
 from absl import flags
 
 from imro_jax.data import datasets
@@ -144,3 +146,27 @@ def make_pipeline(
         worker_count=data_config.worker_count,
     )
     return iter(dataset)
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> dict:
+    """A whole split in memory as one numpy batch dict (one ordered pass of ``make_pipeline``).
+
+    Args:
+      data_config: data config of a prepared dataset (as for :func:`make_pipeline`).
+      split: a split or TFDS slice of one.
+
+    Returns:
+      The batch dict of every example of the split in order, each leaf ``[N, ...]``.
+
+    Raises:
+      ValueError: the split is empty.
+    """
+    batches = list(make_pipeline(data_config, split=split, train=False, seed=0))
+    if not batches:
+        raise ValueError(f"split {split!r} of {data_config.name} is empty")
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
+
+
+def subset_rows(batch: dict, count: int) -> dict:
+    """The first ``count`` rows of every leaf of ``batch`` (all of them when it has fewer), as numpy."""
+    return jax.tree.map(lambda x: np.asarray(x)[:count], batch)

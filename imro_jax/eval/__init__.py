@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 # Robustness sweeps and reliability reports (imro_jax.eval.sweep / .reports). They import
-# imro_jax.data (TFDS) and matplotlib, so they load on first use to keep this package light.
+# imro_jax.data (TFDS) and matplotlib, so they load on first use to keep this package light;
+# so do the result tables and files (imro_jax.eval.tables / .results_files; the latter imports jax).
 # The sweep function itself is `imro_jax.eval.sweep.sweep` (the name `sweep` is the module).
 _LAZY = {
     "sweep": (
@@ -52,6 +53,9 @@ _LAZY = {
         "reliability_by_level", "reliability_quality_correlation", "reliability_report", "simplex_quality_ceiling",
         "spearman",
     ),
+    "tables": ("curve_stats", "fmt", "markdown_table", "mean_std", "robustness_over_seeds", "sweep_table"),
+    "results_files": ("environment", "jsonable", "replace_section", "repo_relative", "summary_payload",
+                      "write_results"),
 }
 __all__ += [name for names in _LAZY.values() for name in names]
 

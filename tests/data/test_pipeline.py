@@ -1,13 +1,14 @@
-"""Grain pipelines: batch contract, per-process sharding, checkpoint/restore, errors."""
+"""Grain pipelines: batch contract, per-process sharding, checkpoint/restore, errors; a whole split in memory."""
 
 import json
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from imro_jax import batch as batch_lib
-from imro_jax.data import batched_dataset, datasets, make_pipeline
+from imro_jax.data import batched_dataset, datasets, load_split, make_pipeline, subset_rows
 
 
 def _index_element(i):
@@ -146,3 +147,20 @@ def test_errors_are_clear(synth_config, tmp_path):
         bad = datasets.default_data_config("imro_synth")
         del bad["read_threads"]
         datasets.validate_data_config(bad)
+
+
+def test_load_split_is_the_whole_split_in_order(synth_config):
+    whole = load_split(synth_config, "test")
+    batches = list(make_pipeline(synth_config, split="test", train=False, seed=0))
+    assert len(batches) > 1  # the split spans several batches, concatenated in order
+    expected = np.concatenate([b["label"] for b in batches])
+    np.testing.assert_array_equal(whole["label"], expected)
+    size = datasets.get_builder(synth_config).info.splits["test"].num_examples
+    for name in batch_lib.modality_names(whole):
+        assert whole[name].shape[0] == size and whole["mask"][name].shape == (size,)
+    first = subset_rows(whole, 5)
+    assert jax.tree.structure(first) == jax.tree.structure(whole)
+    for leaf, full in zip(jax.tree.leaves(first), jax.tree.leaves(whole)):
+        assert isinstance(leaf, np.ndarray) and leaf.shape[0] == 5
+        np.testing.assert_array_equal(leaf, full[:5])
+    assert subset_rows({"x": np.arange(2)}, 5)["x"].tolist() == [0, 1]  # fewer rows than asked: all of them

@@ -1,4 +1,5 @@
-"""Ablation variants yield valid configs that differ from IMRO's in what they name only; results name their command."""
+"""Ablation variants yield valid configs that differ from IMRO's in what they name only; results name their command;
+the experiments' run cache is the per-user one."""
 
 import pathlib
 import sys
@@ -46,3 +47,8 @@ def test_results_name_the_command_without_the_path_flags():
     argv = ["--seeds", "2", "--out", "/tmp/o", "--data_dir=/d", "--methods", "imro", "late", "--workdir", "w"]
     assert common.command_line("handwritten", argv) == "python experiments/handwritten.py --seeds 2 --methods imro late"
     assert common.command_line("synth", []) == "python experiments/synth.py"
+
+
+def test_the_workdir_flag_defaults_to_the_per_user_run_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMRO_CACHE_DIR", str(tmp_path / "mine"))
+    assert common.parse_args("synth", "", []).workdir == tmp_path / "mine" / "runs"
