@@ -15,7 +15,10 @@ follows (all quantities per sample b of a fixed batch of training samples, eval 
   (cross-entropy of the fused prediction); ``R_bm grad Z_bm`` = the part of it that flows through
   modality m's keys and values, i.e. through Z_bm (Flax method interceptors on the fusion
   attention stop the gradient of R and of the other modalities' keys/values; forward values are
-  unchanged). By linearity ``grad Z_b = sum_m R_bm grad Z_bm`` exactly.
+  unchanged). By linearity ``grad Z_b = sum_m R_bm grad Z_bm`` exactly, provided the prediction
+  depends on the streams only through Z: IMRO is therefore measured with its token fusion alone
+  (``model.reliability.decision = 0``); the default's R-weighted vote of the unimodal heads reaches
+  every encoder outside Z, and ``make_measure`` refuses such a model.
 * ``Var(v) = sum over parameters of the variance over the batch samples`` (trace of the
   covariance).
 
@@ -47,12 +50,16 @@ from imro_jax.eval import tables
 from imro_jax.eval.results_files import environment, write_results
 from imro_jax.models.fusion import ReliabilityAwareAttention
 from imro_jax.models.loss import task_loss_per_sample
+from imro_jax.models.registry import get_fusion
 from imro_jax.train import loop
 from imro_jax.train import run_cache
 from imro_jax.train.model_task import model_task
 
 NAME = "stability"
-METHODS = ("imro", "uniform")
+# The bound is about Z = sum_m R_m Z_m, so each model must predict through Z: IMRO is measured with
+# its token fusion alone (``decision = 0``, the ablation "no vote"). The default IMRO predicts by the
+# R-weighted vote of the unimodal heads, which reaches every encoder outside Z (check_decomposable).
+METHODS = {"imro": {"model.reliability.decision": 0.0}, "uniform": {}}
 SETTINGS = {
     "full": dict(seeds=5, measure_every=50, samples=32),
     "quick": dict(seeds=1, measure_every=common.QUICK_STEPS // 2, samples=8),
@@ -119,9 +126,21 @@ def path_gradients(model, params, batch: dict, path_weights: jax.Array) -> jax.A
     return jax.vmap(one)(jax.tree.map(lambda x: x[:, None], batch))  # each sample as a batch of one
 
 
+def check_decomposable(spec) -> None:
+    """Raises ValueError when the prediction reaches the modality streams outside the fusion
+    attention: with the R-weighted vote (``model.reliability.decision > 0``) every encoder also
+    feeds the loss through its unimodal head, so a gradient "through Z_m only" is not defined
+    (each path would carry the whole vote gradient, and LHS / RHS = M by construction)."""
+    if spec.reliability.decision > 0 and get_fusion(spec.fusion).reliability_vote:
+        raise ValueError(
+            f"the Sec. 5.1 decomposition needs a prediction through the fused Z alone; model.reliability.decision = "
+            f"{spec.reliability.decision} mixes in the unimodal heads' vote: measure with decision = 0")
+
+
 def make_measure(model, num_modalities: int):
     """Jitted ``(params, batch) -> {"lhs", "rhs", "rhs_literal", "per_path" [M], "mean_r" [M]}``
-    (see the module docstring)."""
+    (see the module docstring). Refuses a model that is not decomposable (:func:`check_decomposable`)."""
+    check_decomposable(model.spec)
 
     @jax.jit
     def measure(params, batch):
@@ -158,7 +177,8 @@ def main(argv=None) -> dict:
     batch, measures = None, {}
     for seed in range(setting["seeds"]):
         for method in METHODS:
-            config = common.load_config("handwritten", {**overrides, **common.method_overrides(method), "seed": seed})
+            config = common.load_config("handwritten", {**overrides, **common.method_overrides(method),
+                                                         **METHODS[method], "seed": seed})
             trained = run_cache.train_or_reuse(config, args.workdir)
             if batch is None:
                 batch = measurement_batch(config, setting["samples"])
@@ -196,7 +216,9 @@ def summarize(runs, setting, mode, steps, args):
     label = common.run_label(mode, seeds, SETTINGS[mode]["seeds"])
     md = [f"# Training stability (paper Sec. 5.1): IMRO vs uniform fusion on Handwritten\n\n{label} run: {seeds} "
           f"seed(s), {steps} train steps, gradient variances over {setting['samples']} fixed training samples at "
-          f"every {setting['measure_every']} steps. Definitions: see `experiments/stability.py`.\n"]
+          f"every {setting['measure_every']} steps. Definitions: see `experiments/stability.py`. IMRO is measured with "
+          "its token fusion alone (`model.reliability.decision = 0`): the default IMRO predicts by the R-weighted "
+          "vote of the unimodal heads, outside Z, where the decomposition is not defined.\n"]
     rows, holds = [], {}
     for method, method_runs in runs.items():
         points = [p for r in method_runs for p in r["points"]]
@@ -234,7 +256,7 @@ def summarize(runs, setting, mode, steps, args):
                         title=f"Train loss, mean +- std over {seeds} seed(s)", bands=bands)
     reports.plot_curves(steps_axis, {m: grad_curves[m] for m in runs}, out / "grad_norm.png", xlabel="step",
                         ylabel="global gradient norm", title="Gradient norm (mean over seeds)")
-    reports.plot_curves(grad_curves[f"{METHODS[0]} steps"], {m: grad_curves[f"{m} LHS/RHS"] for m in runs},
+    reports.plot_curves(grad_curves[f"{next(iter(METHODS))} steps"], {m: grad_curves[f"{m} LHS/RHS"] for m in runs},
                         out / "bound_ratio.png", xlabel="step", ylabel="Var(grad Z) / sum_m Var(R_m grad Z_m)",
                         title="Sec. 5.1 bound holds where the ratio <= 1")
     md += ["## Plots\n", "![loss](loss.png) ![gradient norm](grad_norm.png) ![bound ratio](bound_ratio.png)", "",

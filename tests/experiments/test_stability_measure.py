@@ -21,10 +21,11 @@ DIMS = {"a": 5, "b": 4, "c": 3}
 B = 6
 
 
-def tiny(fusion):
+def tiny(fusion, decision=0.0):
     config = ml_collections.ConfigDict(dict(
         task="classification", fusion=fusion, dim=8, num_heads=2, mlp_dim=16, depth=1, dropout=0.0,
-        fusion_tokens=1, nonfinite="error", reliability=dict(entropy="predictive", eps=1e-6), num_classes=3,
+        fusion_tokens=1, nonfinite="error", reliability=dict(entropy="predictive", eps=1e-6, decision=decision),
+        num_classes=3,
         modalities={m: dict(encoder="feature", input_dim=d) for m, d in DIMS.items()}))
     rng = np.random.default_rng(0)
     batch = {m: rng.normal(size=(B, d)).astype(np.float32) for m, d in DIMS.items()}
@@ -72,3 +73,18 @@ def test_uniform_full_path_is_the_plain_gradient_and_variances_match():
     assert measured["lhs"] == pytest.approx(np.sum(np.var(paths.sum(0), axis=0)), rel=1e-4)
     assert measured["rhs"] == pytest.approx(np.sum(np.var(paths, axis=1)), rel=1e-4)
     assert measured["rhs_literal"] == pytest.approx(measured["rhs"], rel=1e-4)  # constant R = 1/3
+
+
+def test_a_model_that_votes_outside_z_is_refused():
+    """With the R-weighted vote every encoder reaches the loss through its unimodal head as well:
+    each "path" then carries the whole vote gradient (LHS / RHS = M by construction), so the
+    measurement refuses such a model instead of reporting that ratio."""
+    model, params, batch = tiny("imro", decision=1.0)
+    paths = [np.asarray(path_gradients(model, params, batch, jax.nn.one_hot(m, 3))) for m in range(3)]
+    blocked = np.asarray(path_gradients(model, params, batch, jnp.zeros(3)))  # no path through Z at all
+    assert np.abs(blocked).max() > 0  # the gradient reaches the streams outside the fusion attention
+    np.testing.assert_allclose(paths[0], paths[1], rtol=1e-5, atol=1e-7)  # the vote's gradient, in every path
+    with pytest.raises(ValueError, match="decision = 1.0"):
+        stability.make_measure(model, 3)
+    tiny_token, _, _ = tiny("imro", decision=0.0)
+    stability.make_measure(tiny_token, 3)  # the token fusion alone is measurable
