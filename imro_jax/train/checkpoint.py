@@ -37,6 +37,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
@@ -157,11 +158,54 @@ def _leaf_finite(x: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(x))
 
 
-_tree_fingerprint = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
-_tree_finite = jax.jit(lambda tree: jax.tree.map(_leaf_finite, tree))
 # What a save needs, in one program (one trace and compilation per state structure, not two).
-_tree_finite_and_fingerprint = jax.jit(
+_jit_finite_and_fingerprint = jax.jit(
     lambda tree: (jax.tree.map(_leaf_finite, tree), jax.tree.map(_leaf_fingerprint, tree)))
+
+
+def _host_words(x: np.ndarray) -> np.ndarray:
+    """The uint32 words of `_leaf_fingerprint`, in numpy (dtypes of at most 4 bytes)."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    if x.dtype == np.bool_:
+        return x.astype(np.uint32)
+    unsigned = {4: np.uint32, 2: np.uint16, 1: np.uint8}[x.dtype.itemsize]
+    return x.view(unsigned).astype(np.uint32)
+
+
+def _host_fingerprint(x: np.ndarray) -> np.uint32:
+    """`_leaf_fingerprint` in numpy: the same formula, uint32 arithmetic wrapping mod 2**32."""
+    words = _host_words(x)
+    mixed = (words ^ (words >> np.uint32(16))) * np.uint32(0x45D9F3B)
+    index = np.arange(words.size, dtype=np.uint32)
+    weights = (index * np.uint32(2654435761) + np.uint32(1)) | np.uint32(1)
+    return np.sum(mixed * weights, dtype=np.uint32)
+
+
+def _host_finite(x: np.ndarray) -> bool:
+    return not jnp.issubdtype(x.dtype, jnp.inexact) or bool(np.all(np.isfinite(x)))
+
+
+def _on_host_cpu(tree) -> bool:
+    """Whether every leaf is a numpy array or a fully addressable array on CPU devices, of at most
+    4 bytes per element: then the host computes the same values as the jitted program, without a
+    compilation per state structure (several seconds for a model's state)."""
+    def cheap(x):
+        if not hasattr(x, "dtype") or np.dtype(x.dtype).itemsize > 4:
+            return False
+        if isinstance(x, np.ndarray):
+            return True
+        return isinstance(x, jax.Array) and x.is_fully_addressable and all(
+            d.platform == "cpu" for d in x.devices())
+    return all(cheap(x) for x in jax.tree.leaves(tree))
+
+
+def _finite_and_fingerprint(tree) -> tuple[Any, Any]:
+    """``(finite, fingerprints)``: per leaf, a bool and a uint32 (host values). On the CPU backend in
+    numpy, elsewhere (accelerators, several hosts) one jitted program that reduces on the devices."""
+    if _on_host_cpu(tree):
+        host = jax.tree.map(np.asarray, tree)
+        return jax.tree.map(_host_finite, host), jax.tree.map(_host_fingerprint, host)
+    return jax.device_get(_jit_finite_and_fingerprint(tree))
 
 
 def _by_path(tree) -> dict:
@@ -171,12 +215,12 @@ def _by_path(tree) -> dict:
 
 def fingerprint(tree) -> dict[str, int]:
     """`{key path: uint32 fingerprint}` of every array leaf of `tree` (sharding-independent)."""
-    return {k: int(v) for k, v in _by_path(jax.device_get(_tree_fingerprint(tree))).items()}
+    return {k: int(v) for k, v in _by_path(_finite_and_fingerprint(tree)[1]).items()}
 
 
 def nonfinite_leaves(tree) -> list[str]:
     """Key paths of the floating leaves of `tree` that hold a NaN or an infinity."""
-    return [k for k, ok in _by_path(jax.device_get(_tree_finite(tree))).items() if not ok]
+    return [k for k, ok in _by_path(_finite_and_fingerprint(tree)[0]).items() if not ok]
 
 
 def _structure(tree) -> dict[tuple, tuple]:
@@ -297,7 +341,7 @@ class Checkpointer:
         Raises:
             CheckpointError: `state` holds a NaN or an infinity (nothing is written).
         """
-        finite, prints = jax.device_get(_tree_finite_and_fingerprint(state))
+        finite, prints = _finite_and_fingerprint(state)
         bad = [k for k, ok in _by_path(finite).items() if not ok]
         if bad:
             raise CheckpointError(

@@ -5,6 +5,7 @@ import logging
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -172,6 +173,30 @@ def test_fingerprint_matches_formula_on_any_sharding_and_sees_one_changed_word(s
     changed.params["head"]["kernel"][3, 1] = np.nextafter(changed.params["head"]["kernel"][3, 1], 9)
     fingerprints = checkpoint_lib.fingerprint(changed)
     assert [k for k in fingerprints if fingerprints[k] != reference[k]] == [".params['head']['kernel']"]
+
+
+def test_host_and_device_fingerprints_are_the_same_function():
+    """On the CPU backend the fingerprints and finiteness are computed in numpy (no compilation);
+    the jitted program (accelerators, several hosts) must give the same values, for every dtype
+    of at most 4 bytes, sharded or not, empty or not."""
+    rng = np.random.default_rng(3)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(8), ("data",))
+    sharded = jax.device_put(rng.normal(size=(16, 3)).astype(np.float32),
+                             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    tree = {"f32": rng.normal(size=(5, 7)).astype(np.float32), "sharded": sharded,
+            "bf16": jnp.asarray(rng.normal(size=(9,)), jnp.bfloat16), "f16": rng.normal(size=(4, 2)).astype(np.float16),
+            "i8": rng.integers(-128, 127, size=(11,)).astype(np.int8), "u8": rng.integers(0, 255, (3, 3)).astype(np.uint8),
+            "i32": rng.integers(-2**31, 2**31 - 1, size=(6,)).astype(np.int32), "bool": rng.random(13) < 0.5,
+            "empty": np.zeros((0, 4), np.float32), "nan": np.array([1.0, np.nan], np.float32),
+            "inf": jnp.asarray([np.inf], jnp.bfloat16)}
+    assert checkpoint_lib._on_host_cpu(tree)
+    host_finite, host_prints = checkpoint_lib._finite_and_fingerprint(tree)
+    jit_finite, jit_prints = jax.device_get(checkpoint_lib._jit_finite_and_fingerprint(tree))
+    assert {k: int(v) for k, v in host_prints.items()} == {k: int(v) for k, v in jit_prints.items()}
+    assert {k: bool(v) for k, v in host_finite.items()} == {k: bool(v) for k, v in jit_finite.items()}
+    assert [k for k, ok in host_finite.items() if not ok] == ["inf", "nan"]
+    assert host_prints["f32"] == _numpy_fingerprint(tree["f32"])  # the formula, independently
+    assert not checkpoint_lib._on_host_cpu({"x": np.zeros(3, np.float64)})  # 8-byte words: the jitted path
 
 
 def _with_leaf(abstract, path_suffix, shape=None, dtype=None):
