@@ -3,7 +3,7 @@
 The scripts run as subprocesses on one CPU device (not the 8 simulated devices of the unit
 tests), sharing one data dir, one run root and one persistent XLA cache, so that identical
 programs compile once (the Handwritten IMRO/uniform runs of the first test are reused by the
-ablations and the stability experiment). XLA's backend optimisation is lowered: these runs are
+ablations, and the uniform one by the stability experiment, which trains IMRO's token fusion alone). XLA's backend optimisation is lowered: these runs are
 about code paths, not speed. Compilation dominates (about 11 minutes cold for the four on two
 busy cores); the XLA cache is the session's `shared_xla_cache` (tests/conftest.py), which the
 notebooks' runs share; ``IMRO_TEST_XLA_CACHE=DIR`` keeps the compiled programs between sessions.
