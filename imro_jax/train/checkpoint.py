@@ -22,7 +22,8 @@ The fingerprint of an array `x` with `n` elements, viewed as uint32 words `w_i`,
     mix(w) = (w ^ (w >> 16)) * 0x45d9f3b                 (a bijection mod 2**32),
 
 so any change to a single word changes `F`, and the modular sum is exact whatever the sharding
-(restoring onto a different mesh gives the same fingerprint).
+(restoring onto a different mesh gives the same fingerprint). On the CPU backend it is computed in
+numpy, elsewhere in one jitted program: the same values (tests/train/test_checkpoint.py).
 """
 
 import base64
