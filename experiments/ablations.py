@@ -150,13 +150,18 @@ def write(numbers, setting, mode, args) -> tuple[dict, str]:
     return payload, markdown
 
 
+def _unitless(column: str) -> bool:
+    """Columns reported as they are (a correlation, a weight); the others are accuracies, in %."""
+    return column.startswith(("Spearman", "weight"))
+
+
 def summary(numbers, seeds: dict[str, int], command: str) -> dict:
     """summary.json: ``methods[variant]["<dataset> <column>"]``, the mean over seeds (accuracies in %)."""
     methods = {}
     for dataset, by_variant in numbers.items():
         for variant, per_seed in by_variant.items():
             for column in COLUMNS[dataset]:
-                scale = 1 if column.startswith(("Spearman", "weight")) else 100
+                scale = 1 if _unitless(column) else 100
                 methods.setdefault(variant, {})[f"{dataset} {column}"] = scale * tables.mean_std(
                     [s[column] for s in per_seed])[0]
     return summary_payload(command, min(seeds.values(), default=0), methods, digits=3,
@@ -174,9 +179,8 @@ def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
         columns = COLUMNS[dataset]
         rows = []
         for variant, seeds in by_variant.items():
-            rows.append([variant, *(tables.fmt([s[c] for s in seeds], scale=1 if c.startswith(("Spearman", "weight"))
-                                               else 100, digits=3 if c.startswith(("Spearman", "weight")) else 1)
-                                    for c in columns)])
+            rows.append([variant, *(tables.fmt([s[c] for s in seeds], scale=1 if _unitless(c) else 100,
+                                               digits=3 if _unitless(c) else 1) for c in columns)])
         md += [f"## {dataset}\n", tables.markdown_table(["variant", *columns], rows), ""]
     md += [f"Command: `{command}`"]
     return "\n".join(md)
