@@ -1,10 +1,8 @@
 """MI-bound staircase benchmark of Poole et al. (2019), Fig. 2, with imro_jax.info.
 
-x ~ N(0, I_20), y = rho x + sqrt(1 - rho^2) eps, so I(X; Y) = -(d/2) log(1 - rho^2). The true
-MI steps through 2, 4, 6, 8, 10 nats (4000 Adam steps each, lr 5e-4, batch K = 64, a fresh
-batch every step). One critic per bound (InfoNCE, NWJ, JS, SMILE tau=5, DV, MINE) is trained
-on the same batches; all six are trained in one jitted ``lax.scan`` per critic type, vmapped
-over bounds. Writes, under ``--out`` (default ``experiments/results``):
+``imro_jax.info.staircase`` with d = 20: the true MI steps through 2, 4, 6, 8, 10 nats (4000 Adam
+steps each, lr 5e-4, batch K = 64, a fresh batch every step). One critic per bound (InfoNCE, NWJ,
+JS, SMILE tau=5, DV, MINE) is trained on the same batches. Writes, under ``--out`` (default ``experiments/results``):
 
 * ``mi_benchmark.png``: estimate vs. step, one panel per bound, one row per critic type;
 * ``mi_benchmark.md``: bias and variance per bound x MI level x critic, over the last quarter
@@ -26,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -35,13 +32,9 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from imro_jax.info.critics import make_critic
-from imro_jax.info.objectives import switch_objective
-from imro_jax.info.training import make_train_step
+from imro_jax.info import staircase
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 BOUNDS = ("infonce", "nwj", "js", "smile", "dv", "mine")
@@ -61,80 +54,6 @@ PRESETS = {
     "quick": {"steps_per_stage": 50, "separable": {"hidden_dim": 32, "embed_dim": 16},
               "concat": {"hidden_dim": 16}},
 }
-
-
-def mi_to_rho(mi: float, dim: int = DIM) -> float:
-    """Correlation per dimension giving ``mi`` nats: rho = sqrt(1 - exp(-2 I / d))."""
-    return math.sqrt(1.0 - math.exp(-2.0 * mi / dim))
-
-
-def sample_correlated_gaussian(key: jax.Array, rho: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A batch ``x, y: [K, d]`` with y = rho x + sqrt(1 - rho^2) eps."""
-    x_key, noise_key = jax.random.split(key)
-    x = jax.random.normal(x_key, (BATCH_SIZE, DIM))
-    noise = jax.random.normal(noise_key, (BATCH_SIZE, DIM))
-    return x, rho * x + jnp.sqrt(1.0 - rho**2) * noise
-
-
-def train_all_bounds(critic_name: str, critic_kwargs: dict, steps_per_stage: int,
-                     seed: int) -> np.ndarray:
-    """Trains one critic per bound through the staircase; returns estimates ``[steps, bounds]``."""
-    critic = make_critic(critic_name, **critic_kwargs)
-    optimizer = optax.adam(LEARNING_RATE)
-    objective = switch_objective(BOUNDS)
-    bound_index = jnp.arange(len(BOUNDS))
-
-    def step_one_bound(index, params, opt_state, ema, x, y):
-        step = make_train_step(critic, optimizer, functools.partial(objective, index))
-        return step(params, opt_state, ema, x, y)
-
-    step_all_bounds = jax.vmap(step_one_bound, in_axes=(0, 0, 0, 0, None, None))
-
-    @jax.jit
-    def run_stage(state, key, rho):
-        def body(state, step_key):
-            params, opt_state, ema = state
-            x, y = sample_correlated_gaussian(step_key, rho)
-            params, opt_state, ema, estimates = step_all_bounds(
-                bound_index, params, opt_state, ema, x, y
-            )
-            return (params, opt_state, ema), estimates
-
-        return jax.lax.scan(body, state, jax.random.split(key, steps_per_stage))
-
-    init_key, data_key = jax.random.split(jax.random.key(seed))
-    dummy = jnp.zeros((BATCH_SIZE, DIM))
-    params = jax.vmap(lambda k: critic.init(k, dummy, dummy))(
-        jax.random.split(init_key, len(BOUNDS))
-    )
-    state = (params, jax.vmap(optimizer.init)(params), jnp.zeros(len(BOUNDS)))
-    estimates = []
-    for stage, (mi, stage_key) in enumerate(
-        zip(MI_LEVELS, jax.random.split(data_key, len(MI_LEVELS)))
-    ):
-        start = time.perf_counter()
-        state, stage_estimates = run_stage(state, stage_key, jnp.float32(mi_to_rho(mi)))
-        estimates.append(np.asarray(stage_estimates))
-        print(f"  {critic_name}: stage {stage + 1}/{len(MI_LEVELS)} (MI {mi:g}) "
-              f"{time.perf_counter() - start:.1f}s", flush=True)
-    return np.concatenate(estimates)
-
-
-def stage_statistics(estimates: np.ndarray, steps_per_stage: int) -> dict:
-    """Bias, variance and MSE of each bound over the last TAIL_FRACTION of each stage."""
-    tail = max(1, int(TAIL_FRACTION * steps_per_stage))
-    stats = {}
-    for b, bound in enumerate(BOUNDS):
-        stats[bound] = []
-        for stage, mi in enumerate(MI_LEVELS):
-            end = (stage + 1) * steps_per_stage
-            values = estimates[end - tail:end, b].astype(np.float64)
-            finite = values[np.isfinite(values)]
-            bias = float(np.mean(finite) - mi) if finite.size else float("nan")
-            var = float(np.var(finite)) if finite.size else float("nan")
-            stats[bound].append({"mi": mi, "bias": bias, "variance": var, "mse": bias**2 + var,
-                                 "non_finite": int(values.size - finite.size)})
-    return stats
 
 
 def markdown_report(stats: dict, config: dict, runtime_s: float) -> str:
@@ -232,11 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
     for critic_name, critic_kwargs in critics.items():
         print(f"training {len(BOUNDS)} bounds with the {critic_name} critic {critic_kwargs}",
               flush=True)
-        estimates[critic_name] = train_all_bounds(critic_name, critic_kwargs, steps_per_stage,
-                                                  args.seed)
+        estimates[critic_name] = staircase.train_staircase(
+            critic_name, critic_kwargs, BOUNDS, MI_LEVELS, steps_per_stage=steps_per_stage, seed=args.seed,
+            learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE, dim=DIM)
     runtime_s = time.perf_counter() - start
 
-    stats = {name: stage_statistics(values, steps_per_stage) for name, values in estimates.items()}
+    stats = {name: staircase.stage_statistics(values, BOUNDS, MI_LEVELS, steps_per_stage=steps_per_stage,
+                                              tail_fraction=TAIL_FRACTION) for name, values in estimates.items()}
     report = markdown_report(stats, config, runtime_s)
     (out / "mi_benchmark.md").write_text(report)
     (out / "mi_benchmark.json").write_text(

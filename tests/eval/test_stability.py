@@ -1,7 +1,4 @@
-"""The Sec. 5.1 gradient decomposition of experiments/stability.py, checked on a tiny model."""
-
-import pathlib
-import sys
+"""The Sec. 5.1 gradient decomposition (imro_jax.eval.stability), checked on a tiny model."""
 
 import flax.linen as nn
 import jax
@@ -11,11 +8,9 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments"))
-import stability  # noqa: E402
-
-from imro_jax.models import build_model  # noqa: E402
-from imro_jax.models.loss import task_loss_per_sample  # noqa: E402
+from imro_jax.eval import stability
+from imro_jax.models import build_model
+from imro_jax.models.loss import task_loss_per_sample
 
 DIMS = {"a": 5, "b": 4, "c": 3}
 B = 6
@@ -62,14 +57,14 @@ def test_uniform_full_path_is_the_plain_gradient_and_variances_match():
     @jax.jit
     def plain(example):
         loss = lambda up: task_loss_per_sample(  # noqa: E731
-            model.apply({"params": stability._merge(up, rest)}, example, train=False), example)[0]
+            model.apply({"params": stability.merge_params(up, rest)}, example, train=False), example)[0]
         return ravel_pytree(jax.grad(loss)(upstream))[0]
 
     for b in range(B):
         np.testing.assert_allclose(plain(jax.tree.map(lambda x: x[b : b + 1], batch)), everything[b],
                                    rtol=1e-4, atol=1e-4)  # float32, different op order
     paths = np.stack([path_gradients(model, params, batch, jax.nn.one_hot(m, 3)) for m in range(3)]).astype(np.float64)
-    measured = jax.device_get(stability.make_measure(model, 3)(params, batch))
+    measured = jax.device_get(stability.make_variance_measure(model, 3)(params, batch))
     assert measured["lhs"] == pytest.approx(np.sum(np.var(paths.sum(0), axis=0)), rel=1e-4)
     assert measured["rhs"] == pytest.approx(np.sum(np.var(paths, axis=1)), rel=1e-4)
     assert measured["rhs_literal"] == pytest.approx(measured["rhs"], rel=1e-4)  # constant R = 1/3
@@ -85,6 +80,6 @@ def test_a_model_that_votes_outside_z_is_refused():
     assert np.abs(blocked).max() > 0  # the gradient reaches the streams outside the fusion attention
     np.testing.assert_allclose(paths[0], paths[1], rtol=1e-5, atol=1e-7)  # the vote's gradient, in every path
     with pytest.raises(ValueError, match="decision = 1.0"):
-        stability.make_measure(model, 3)
+        stability.make_variance_measure(model, 3)
     tiny_token, _, _ = tiny("imro", decision=0.0)
-    stability.make_measure(tiny_token, 3)  # the token fusion alone is measurable
+    stability.make_variance_measure(tiny_token, 3)  # the token fusion alone is measurable
