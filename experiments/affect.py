@@ -39,7 +39,6 @@ from imro_jax.eval import affect_report, reports
 from imro_jax.eval import sweep as sweep_lib
 from imro_jax.eval import tables
 from imro_jax.eval.results_files import environment, write_results
-from imro_jax.train import run_cache
 from imro_jax.train.config import with_overrides
 
 NAME = "affect"
@@ -96,12 +95,6 @@ def evaluate(trained: dict, test: dict, scorer, setting: dict, seed: int) -> dic
     return {"clean": sweep_lib.score_predictors(predictors, test, scorer=scorer), "sweeps": sweeps}
 
 
-def train_all(configs: dict, methods: list[str], seed: int, workdir: pathlib.Path) -> dict:
-    return {m: run_cache.train_or_reuse(with_overrides(configs, {**common.method_overrides(m), "seed": seed}),
-                                        workdir)
-            for m in methods}
-
-
 def main(argv=None) -> dict:
     args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=extra_flags)
     require_pickle(args.dataset, args.manual_dir)
@@ -128,7 +121,7 @@ def main(argv=None) -> dict:
     for seed in range(setting["seeds"]):
         results = {}
         for task, config in (("regression", regression), ("class7", class7)):
-            trained = train_all(config, methods[task], seed, args.workdir)
+            trained = common.train_methods(config, methods[task], args.workdir, seed=seed)
             results[task] = evaluate(trained, tests[task], scorers[task], setting, seed)
         per_seed.append(results)
         clean = {m: round(v["mae"], 3) for m, v in results["regression"]["clean"].items()}

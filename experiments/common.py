@@ -23,6 +23,7 @@ import ml_collections
 
 from imro_jax.models import registry
 from imro_jax.train.config import load_config_file, with_overrides
+from imro_jax.train import run_cache
 from imro_jax.train.run_cache import cache_dir, enable_compilation_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -48,6 +49,15 @@ def method_overrides(method: str) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
     return dict(METHODS[method])
+
+
+def train_methods(config: ml_collections.ConfigDict, methods: Sequence[str], workdir: pathlib.Path,
+                  **changes: Any) -> dict[str, run_cache.Trained]:
+    """``{method: its run of config}``, trained or reused (``run_cache.train_or_reuse``): the
+    method's overrides (:func:`method_overrides`) and ``changes`` (e.g. ``seed=1``, as
+    ``{"seed": 1}``) applied on top of ``config``."""
+    return {m: run_cache.train_or_reuse(with_overrides(config, {**method_overrides(m), **changes}), workdir)
+            for m in methods}
 
 
 # ----------------------------------------------------------------------------- command line

@@ -93,10 +93,7 @@ def main(argv=None) -> dict:
 
     per_seed, test, train_batch, first_imro = [], None, None, None
     for seed in range(setting["seeds"]):
-        trained = {}
-        for method in methods:
-            config = common.load_config(NAME, {**overrides, **common.method_overrides(method), "seed": seed})
-            trained[method] = run_cache.train_or_reuse(config, args.workdir)
+        trained = common.train_methods(base, methods, args.workdir, seed=seed)
         if test is None:
             test = load_split(base.data, "test")
             train_batch = load_split(base.data, "train")

@@ -28,7 +28,6 @@ from imro_jax.eval import sweep as sw
 from imro_jax.eval import tables
 from imro_jax.eval.results_files import environment, write_results
 from imro_jax.train import run_cache
-from imro_jax.train.config import with_overrides
 
 NAME = "quickstart"
 OUT = common.REPO / "runs" / NAME  # default --out: git-ignored, so a run never rewrites tracked files
@@ -60,8 +59,7 @@ def main(argv=None) -> dict:
     modalities = sorted(NOISE)
 
     print(f"[2/3] training {', '.join(METHODS)} for {steps} steps each", flush=True)
-    trained = {m: run_cache.train_or_reuse(with_overrides(base, common.method_overrides(m)), args.workdir)
-               for m in METHODS}
+    trained = common.train_methods(base, METHODS, args.workdir)
     predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in trained.items()}
 
     print("[3/3] evaluating clean, noisy and missing modalities", flush=True)

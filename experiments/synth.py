@@ -38,7 +38,6 @@ from imro_jax.eval import reports
 from imro_jax.eval import sweep as sw
 from imro_jax.eval import tables
 from imro_jax.eval.results_files import environment, summary_payload, write_results
-from imro_jax.train import run_cache
 
 NAME = "synth"
 CEILING = "oracle (q on the simplex)"
@@ -65,14 +64,6 @@ def extra_flags(parser) -> None:
                         help="classification (and captions), or regression on the continuous score")
 
 
-def train_group(config_name, methods, overrides, seed, args) -> dict[str, run_cache.Trained]:
-    return {
-        m: run_cache.train_or_reuse(
-            common.load_config(config_name, {**overrides, **common.method_overrides(m), "seed": seed}), args.workdir)
-        for m in methods
-    }
-
-
 def main(argv=None) -> dict:
     args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=extra_flags)
     task = TASKS[args.task]
@@ -87,8 +78,9 @@ def main(argv=None) -> dict:
           f"{steps} steps", flush=True)
     per_seed, test, classes, imro = [], None, None, None
     for seed in range(setting["seeds"]):
-        models = train_group(task["config"], methods, overrides, seed, args)
-        captioners = train_group("synth_caption", caption_methods, overrides, seed, args)
+        models = common.train_methods(common.load_config(task["config"], overrides), methods, args.workdir, seed=seed)
+        captioners = common.train_methods(common.load_config("synth_caption", overrides), caption_methods,
+                                          args.workdir, seed=seed)
         if test is None:
             class_data = None if args.task == "classification" else common.load_config(
                 "trimodal", {**overrides, "data.builder_config": setting["builder"]}).data
