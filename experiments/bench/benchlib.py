@@ -121,6 +121,13 @@ def config_label(args: argparse.Namespace) -> str:
     return TINY_CONFIG.stem if args.tiny else args.config
 
 
+def config_note(args: argparse.Namespace, config: ml_collections.ConfigDict) -> str:
+    """The note every single-device step benchmark starts with: which config, at what size."""
+    model = config.model
+    return (f"config `{config_label(args)}` (fusion {model.fusion}, batch {config.data.batch_size}, dim "
+            f"{model.dim}, depth {model.depth}, compute {config.train.compute_dtype}), synthetic batch, 1 device")
+
+
 def mfu_target(backend: str) -> float:
     """The project's MFU target: 50% on a GPU (bf16, ViT-B scale), 40% on a CPU (float32)."""
     return 0.5 if backend == "gpu" else 0.4

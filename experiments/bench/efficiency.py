@@ -90,10 +90,7 @@ def main(argv=None) -> None:
     )
     target = benchlib.mfu_target(jax.default_backend())
     report.finish(table, notes=[
-        f"config `{benchlib.config_label(args)}` (fusion "
-        f"{config.model.fusion}, batch {config.data.batch_size}, dim {config.model.dim}, depth "
-        f"{config.model.depth}, compute {config.train.compute_dtype}), synthetic batch, 1 device, "
-        f"{args.rounds} rounds interleaving step and matmul after {args.warmup} warm-up rounds",
+        f"{benchlib.config_note(args, config)}, {args.rounds} rounds interleaving step and matmul after {args.warmup} warm-up rounds",
         f"MFU {mfu.median:.1%} against the {target:.0%} target on {jax.default_backend()}: "
         f"{'met' if mfu.median >= target else 'not met'}",
     ])

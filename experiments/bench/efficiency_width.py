@@ -82,9 +82,7 @@ def main(argv=None) -> None:
     target = benchlib.mfu_target(jax.default_backend())
     met = [w for w in widths if mfu[w].median >= target]
     report.finish(table, notes=[
-        f"config `{benchlib.config_label(args)}` (fusion "
-        f"{base.model.fusion}, batch {base.data.batch_size}, depth {base.model.depth}, compute "
-        f"{base.train.compute_dtype}), width varied, MLP ratio kept; synthetic batch, 1 device",
+        f"{benchlib.config_note(args, base)}; width varied, MLP ratio kept",
         f"ceiling: {args.matmul_size}^2 {jax.numpy.dtype(dtype).name} `jnp.dot`, "
         f"{perf.Summary.of(ceiling).fmt(1e-9, 1)} GFLOP/s; {args.rounds} interleaved rounds after "
         f"{args.warmup} warm-up; values are median [IQR] of per-round ratios",

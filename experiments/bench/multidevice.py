@@ -52,14 +52,7 @@ def worker(args) -> None:
 
 
 def run_worker(n: int, argv: list[str]) -> dict:
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    flags.append(f"--xla_force_host_platform_device_count={n}")
-    if n > 1:
-        flags.append(simulated_cpu_xla_flags())  # "" on jax 0.10.x
-    env["XLA_FLAGS"] = " ".join(flags)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_NUM_CPU_DEVICES"] = str(n)
+    env = perf.simulated_cpu_env(n, extra_flags=simulated_cpu_xla_flags() if n > 1 else "")  # "" on jax 0.10
     proc = subprocess.run([sys.executable, __file__, "--worker", *argv], env=env,
                           capture_output=True, text=True, check=False)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]

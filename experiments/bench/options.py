@@ -71,9 +71,7 @@ def main(argv=None) -> None:
     report.finish(tables.markdown_table(
         ["variant (model.*)", "train step ms", "ratio to default", "step memory MiB", "loss step 1", "rel. diff"],
         rows), notes=[
-        f"config `{benchlib.config_label(args)}` (fusion {base.model.fusion}, batch "
-        f"{base.data.batch_size}), synthetic batch, same host-drawn state, "
-        f"1 device, {args.rounds} interleaved rounds",
+        f"{benchlib.config_note(args, base)}, same host-drawn state, {args.rounds} interleaved rounds",
         "step memory: arguments + temporaries + outputs - donated, from the compiled step's memory_analysis()",
     ])
 

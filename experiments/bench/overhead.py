@@ -77,24 +77,6 @@ def calls_for(benches, modes):
     }
 
 
-def statistics_pass_seconds(bench, rounds: int, examples: int) -> tuple[float, np.ndarray, int] | None:
-    """(first call, later calls) seconds of `bench`'s statistics pass over `examples` examples
-    (whole batches), and the examples it read; None if it has none."""
-    fit = bench.runtime.task.fit_model_state
-    if fit is None:
-        return None
-    config = bench.config
-    batches = math.ceil(examples / config.data.batch_size)
-    valid = jnp.ones(config.data.batch_size, bool)
-    variables = bench.state.variables()
-
-    def once():
-        jax.block_until_ready(fit(variables, lambda: [(bench.batch, valid)] * batches))
-
-    first = perf.wall_seconds(once)
-    return first, np.array([perf.wall_seconds(once) for _ in range(rounds)]), batches * config.data.batch_size
-
-
 def main(argv=None) -> None:
     parser = benchlib.base_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=60)
@@ -139,10 +121,7 @@ def main(argv=None) -> None:
     headline = perf.paired_ratio(times[("imro", "train")], times[("uniform", "train")]) \
         if "train" in modes else None
     notes = [
-        f"config `{benchlib.config_label(args)}` "
-        f"(batch {config.data.batch_size}, dim {config.model.dim}, depth {config.model.depth}, "
-        f"compute {config.train.compute_dtype}), synthetic batch, 1 device, "
-        f"{args.rounds} interleaved rounds after {args.warmup} warm-up rounds",
+        f"{benchlib.config_note(args, config)}, {args.rounds} interleaved rounds after {args.warmup} warm-up rounds",
         "times: median [IQR] ms per call; ratio: median [IQR] of per-round paired ratios to uniform",
     ]
     if headline is not None:
@@ -150,11 +129,12 @@ def main(argv=None) -> None:
         notes.append(f"train-step imro/uniform = {headline.median:.3f} "
                      f"(IQR {headline.q1:.3f}-{headline.q3:.3f}): {verdict} the <= 1.05 target")
     fit_examples = args.fit_examples or config.model.reliability.fit_examples
-    fit = statistics_pass_seconds(benches["imro"], args.fit_rounds, fit_examples)
+    fit = benches["imro"].statistics_pass(fit_examples)
     if fit is None:
         notes.append("statistics pass: none (model.reliability.entropy is not the surprisal)")
     elif "train" in modes:
-        first, later, examples = fit
+        first, later = perf.wall_seconds(fit), np.array([perf.wall_seconds(fit) for _ in range(args.fit_rounds)])
+        examples = math.ceil(fit_examples / config.data.batch_size) * config.data.batch_size
         steps = args.train_steps or config.train.num_steps
         training = steps * float(np.median(times[("imro", "train")]))
         share = float(np.median(later)) / training

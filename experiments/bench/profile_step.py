@@ -52,8 +52,7 @@ def main(argv=None) -> None:
                         + tables.markdown_table([key, "ms/step", "%"], _rows(groups[key], total, top)))
     report.finish(
         "\n\n".join(sections),
-        notes=[f"config `{benchlib.config_label(args)}`, fusion "
-               f"{config.model.fusion}, batch {config.data.batch_size}, {args.steps} traced steps",
+        notes=[f"{benchlib.config_note(args, config)}, {args.steps} traced steps",
                f"wall time per step: {wall.fmt(1e3, 1)} ms (median [IQR])"],
     )
 

@@ -10,6 +10,8 @@ One concept per module, re-exported here:
   compile_events  compilation counts and phase times from `jax.monitoring`
   machine         the matmul ceiling probes (MFU denominator) and the machine's description
   op_profile      profiler op times grouped by model component, pass and op kind
+  input_timing    an input iterator's rate, and the time a loop waits on it
+  simulated_cpu   the environment of a subprocess on n simulated CPU devices
 
 `imro_jax.perf.torch_peer` (the model in PyTorch, to time ours against) needs the optional
 `bench` extra (torch) and is imported on its own, never from here.
@@ -27,8 +29,10 @@ from imro_jax.perf.flops import (
     train_step_terms,
     xla_flops,
 )
+from imro_jax.perf.input_timing import input_waits, pull_batches
 from imro_jax.perf.machine import load_average, machine_info, matmul_probe, numpy_matmul_probe
 from imro_jax.perf.op_profile import group_op_times, instruction_metadata, trace_op_times
+from imro_jax.perf.simulated_cpu import simulated_cpu_env
 from imro_jax.perf.step_bench import (
     StepBench,
     abstract_batch,
@@ -52,6 +56,7 @@ __all__ = [
     "group_op_times",
     "hand_count",
     "host_initial_state",
+    "input_waits",
     "instruction_metadata",
     "interleaved_timings",
     "jaxpr_matmul_flops",
@@ -62,7 +67,9 @@ __all__ = [
     "model_shaped_product",
     "numpy_matmul_probe",
     "paired_ratio",
+    "pull_batches",
     "runtime_for",
+    "simulated_cpu_env",
     "synthetic_batch",
     "trace_op_times",
     "train_flops",

@@ -12,10 +12,12 @@ builds its runtime with, on the model functions of `imro_jax.train.model_fns.fix
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -143,6 +145,24 @@ class StepBench:
     def inference(self) -> Any:
         """Eval-mode outputs (logits and the per-modality reliability)."""
         return jax.block_until_ready(self.infer(self.state.variables(), self.batch))
+
+    def statistics_pass(self, examples: int) -> Callable[[], Any] | None:
+        """The task's statistics pass (`fit_model_state`) over `ceil(examples / B)` copies of the batch.
+
+        The pass the loop makes over the training split after training, on a dataset of at least
+        `examples` examples (`model.reliability.fit_examples`).
+
+        Returns:
+            A call that runs the whole pass and blocks until the fitted state is ready, or None
+            where the model has no statistics to fit (H is not the surprisal).
+        """
+        fit = self.runtime.task.fit_model_state
+        if fit is None:
+            return None
+        size = jax.tree.leaves(self.batch)[0].shape[0]  # B, the rows of the bench's batch
+        batches = [(self.batch, jnp.ones(size, bool))] * math.ceil(examples / size)
+        variables = self.state.variables()
+        return lambda: jax.block_until_ready(fit(variables, lambda: batches))
 
     def compile_train(self) -> jax.stages.Compiled:
         """Compiles the train step ahead of time and uses that executable from now on.

@@ -8,6 +8,7 @@ from perflib import load
 
 from imro_jax import perf
 from imro_jax.models import validate_batch
+from imro_jax.train import config as config_lib
 
 
 def test_synthetic_batch_validates_against_the_model_spec():
@@ -51,3 +52,15 @@ def test_build_step_bench_runs_the_runtime_train_step():
     assert np.isfinite(float(bench.train()["loss"])) and int(bench.state.step) == 1
     with pytest.raises(ValueError, match="init must be 'host' or 'model', got 'zeros'"):
         perf.build_step_bench("tiny", config, perf.synthetic_batch(config.model, 4), init="zeros")
+
+
+def test_statistics_pass_fits_the_surprisal_statistics_or_is_none():
+    config = load("bench_tiny")
+    bench = perf.build_step_bench("tiny", config, perf.synthetic_batch(config.model, 4), devices=jax.devices()[:1])
+    fitted = bench.statistics_pass(examples=10)()  # ceil(10 / batch 4) = 3 copies of the batch
+    # the model state's structure, fitted: no longer the host-drawn zeros
+    assert jax.tree.structure(fitted) == jax.tree.structure(bench.state.model_state)
+    assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(fitted))
+    predictive = config_lib.with_overrides(config, {"model.reliability.entropy": "predictive"})
+    other = perf.build_step_bench("p", predictive, perf.synthetic_batch(config.model, 4), devices=jax.devices()[:1])
+    assert other.statistics_pass(examples=10) is None
