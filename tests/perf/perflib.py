@@ -1,4 +1,4 @@
-"""Configs for the `imro_jax.perf` tests: the committed experiment configs, by name."""
+"""Helpers of the `imro_jax.perf` tests: the committed experiment configs by name, a fake clock."""
 
 import pathlib
 
@@ -20,3 +20,16 @@ def trimodal_small(fusion: str = "imro"):
     config = config_lib.with_overrides(load("trimodal", fusion=fusion), TRIMODAL_SMALL)
     config.model.modalities.vision = dict(encoder="vit", image_size=8, patch_size=4, channels=3)
     return config
+
+
+class FakeClock:
+    """A seconds counter that moves only when a test moves it (`advance`, or `now += ...`)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

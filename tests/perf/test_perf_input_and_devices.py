@@ -5,16 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from perflib import FakeClock
 
 from imro_jax import perf
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_pull_batches_counts_examples_bytes_and_seconds():
@@ -22,7 +15,7 @@ def test_pull_batches_counts_examples_bytes_and_seconds():
 
     def batches():
         for size in (2, 3, 4):
-            clock.now += 0.5  # each batch takes half a second to arrive
+            clock.advance(0.5)  # each batch takes half a second to arrive
             yield {"a": np.zeros((size, 5), np.float32), "label": np.zeros(size, np.int32),
                    "mask": {"a": np.ones(size, bool)}}
 
@@ -38,12 +31,12 @@ def test_input_waits_times_only_the_next_calls_after_the_skipped_steps():
 
     def batches():
         for i in range(10):
-            clock.now += i  # batch i blocks for i seconds
+            clock.advance(i)  # batch i blocks for i seconds
             yield i
 
     def step(item):
         seen.append(item)
-        clock.now += 100  # the step itself
+        clock.advance(100)  # the step itself
 
     waits, wall = perf.input_waits(batches(), step, 3, skip=2, clock=clock)
     assert seen == [0, 1, 2, 3, 4]

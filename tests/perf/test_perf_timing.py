@@ -2,21 +2,9 @@
 
 import numpy as np
 import pytest
+from perflib import FakeClock
 
 from imro_jax.perf import Summary, interleaved_timings, paired_ratio, wall_seconds
-
-
-class FakeClock:
-    """A clock that only moves when a call says so."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 def test_interleaved_timings_keeps_rounds_after_warmup_and_shuffles_the_order():

@@ -4,6 +4,7 @@ parameters, the same first-step loss and the same matmul FLOPs as our model."""
 import importlib
 import importlib.util
 
+import jax
 import numpy as np
 import pytest
 from perflib import load
@@ -26,7 +27,7 @@ def test_the_peer_computes_our_function():
     assert torch_peer.check_parameter_shapes(config, batch) > 0
     eager, jitted, theirs = torch_peer.first_step_losses(config, batch)
     assert theirs == pytest.approx(eager, rel=1e-5) and jitted == pytest.approx(eager, rel=1e-4)
-    bench = perf.build_step_bench("tiny", config, batch)
+    bench = perf.build_step_bench("tiny", config, batch, devices=jax.devices()[:1])
     model = torch_peer.peer_model(config, {k: np.shape(v) for k, v in batch.items()}, bench.state.params)
     counted = torch_peer.torch_train_flops(model, torch_peer.torch_batch(batch))
     assert counted == perf.train_flops(perf.train_step_terms(config, batch))
