@@ -30,7 +30,6 @@ CONFIGS = REPO / "experiments" / "configs"
 RESULTS = pathlib.Path(__file__).resolve().with_name("RESULTS.md")
 BASE_CONFIG = CONFIGS / "trimodal.py"
 TINY_CONFIG = CONFIGS / "bench_tiny.py"
-GPU_CONFIG = CONFIGS / "bench_vitb.py"
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
