@@ -54,6 +54,21 @@ def abstract_batch(runtime: runtime_lib.Runtime, numpy_batch: dict) -> dict:
     )
 
 
+def compile_train_abstract(
+    config: ml_collections.ConfigDict,
+    numpy_batch: dict,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> jax.stages.Compiled:
+    """The compiled train step of `config` for `numpy_batch`'s shapes, with nothing allocated.
+
+    For steps too large to run on this machine: the executable's memory and cost analyses
+    (`memory_bytes`, `imro_jax.perf.xla_flops`) are those of the step that would run.
+    """
+    runtime = runtime_for(config, numpy_batch, devices=devices)
+    return runtime.lower_train(runtime.abstract_state, abstract_batch(runtime, numpy_batch)).compile()
+
+
 def host_initial_state(abstract_state: Any, seed: int) -> Any:
     """A `TrainState` drawn on the host and placed in its shardings (no compilation).
 

@@ -79,6 +79,10 @@ def test_xla_cost_analysis_of_a_matmul_and_of_the_train_step():
     hand = perf.train_flops(perf.train_step_terms(config, batch))
     assert hand <= perf.xla_flops(compiled) < 10 * hand
     assert perf.memory_bytes(compiled) > sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
+    # the same program compiled from shapes alone: the same analyses
+    abstract = perf.compile_train_abstract(config, batch, devices=jax.devices()[:1])
+    assert perf.memory_bytes(abstract) == perf.memory_bytes(compiled)
+    assert perf.xla_flops(abstract) == perf.xla_flops(compiled)
 
 
 def test_model_shaped_product_is_the_largest_encoder_mlp_input():
