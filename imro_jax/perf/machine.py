@@ -11,6 +11,7 @@ model's own largest product) timed interleaved with the step, so both see the sa
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import pathlib
 import platform
@@ -63,14 +64,14 @@ def cpu_name() -> str:
 def machine_info() -> dict[str, str]:
     """`{"cpu", "python", "versions", "devices"}`: machine, software and devices, as text."""
     import flax
-    import jaxlib
     import optax
 
     devices = jax.devices()
+    jaxlib = importlib.metadata.version("jaxlib")  # jax's own dependency, not imported here
     return {
         "cpu": f"{cpu_name()}, {os.cpu_count()} logical cores",
         "python": platform.python_version(),
-        "versions": f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
+        "versions": f"jax {jax.__version__}, jaxlib {jaxlib}, flax {flax.__version__}, "
                     f"optax {optax.__version__}, numpy {np.__version__}",
         "devices": f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})",
     }
