@@ -6,6 +6,7 @@ Subpackages (the layout shows the architecture, data flows one way):
   imro_jax.models  Flax Linen encoders, reliability estimator, reliability-aware fusion, heads.
   imro_jax.train   mesh/sharding, jitted train step, Optax, Orbax checkpoints, CLI.
   imro_jax.eval    metrics and robustness sweeps.
+  imro_jax.perf    the production train step made ready to time; timings, FLOPs, compile counts.
 """
 
 __version__ = "0.1.0"

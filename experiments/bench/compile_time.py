@@ -5,7 +5,7 @@
 For each config (`name` or `name:fusion`): builds the step as `imro train` does, then calls it
 with a fresh host batch every step (new numpy arrays of the same shapes, placed on the mesh by
 `imro_jax.train.input.to_global_batch`, as the loop's prefetcher does). A `jax.monitoring`
-listener (`benchlib.CompileCounter`) records the trace, lowering and XLA-compile durations of
+listener (`imro_jax.perf.CompileCounter`) records the trace, lowering and XLA-compile durations of
 the first call and counts every compilation of `train_step` in the calls after it; the jitted
 function's own cache size (`_cache_size()`) is read as a second check. Also reported: the
 process CPU seconds of the first call (the compile is mostly single-threaded, so on a loaded
@@ -21,6 +21,7 @@ import time
 import jax
 
 import benchlib
+from imro_jax import perf
 from imro_jax.eval import tables
 from imro_jax.train import input as input_lib
 
@@ -30,20 +31,19 @@ DEFAULT_CONFIGS = "trimodal,trimodal:uniform,trimodal:concat,trimodal:late,handw
 def measure(spec: str, args) -> dict:
     """Compile phases, first-call CPU time and recompilations for one `name[:fusion]`."""
     name, _, fusion = spec.partition(":")
-    config = benchlib.load_config(benchlib.TINY_CONFIG if args.tiny else name, args.override)
+    config = benchlib.resolve_config(args, name)
     if fusion:
         config = benchlib.variant(config, fusion=fusion)
-    batch_size = config.data.batch_size
 
     def host_batch(seed):
-        return benchlib.synthetic_batch(config.model, batch_size, seed=seed)
+        return perf.synthetic_batch(config.model, config.data.batch_size, seed=seed)
 
-    bench = benchlib.build_step_bench(spec, config, host_batch(0), devices=jax.devices()[:1])
-    with benchlib.CompileCounter() as first:
+    bench = perf.build_step_bench(spec, config, host_batch(0), devices=jax.devices()[:1])
+    with perf.CompileCounter() as first:
         wall, cpu = time.perf_counter(), time.process_time()
         bench.train()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    with benchlib.CompileCounter() as later:
+    with perf.CompileCounter() as later:
         for step in range(1, args.steps):
             bench.batch = input_lib.to_global_batch(host_batch(step), bench.runtime.batch_sharding)
             bench.train()

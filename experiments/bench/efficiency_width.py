@@ -10,7 +10,7 @@ small contractions (16 in attention, 64 elsewhere), which XLA:CPU runs far below
 so head_dim = w / heads) and measures, in one run, every width's train step, its largest
 model-shaped product and the square ceiling, interleaved round by round.
 
-Per width: hand-counted model FLOPs per step (`flops.hand_count`), step time, MFU = FLOPs /
+Per width: hand-counted model FLOPs per step (`imro_jax.perf.hand_count`), step time, MFU = FLOPs /
 step time / ceiling rate, the model-shaped product's rate over the ceiling, and their quotient
 (how close the whole step comes to the rate of its own largest product).
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 
 import benchlib
-import flops
+from imro_jax import perf
 from imro_jax.eval import tables
 from imro_jax.train import precision
 
@@ -50,44 +50,41 @@ def main(argv=None) -> None:
     calls, hand, shaped = {}, {}, {}
     for width in widths:
         config = width_variant(base, width)
-        numpy_batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
-        bench = benchlib.build_step_bench(f"dim {width}", config, numpy_batch, devices=jax.devices()[:1])
+        numpy_batch = perf.synthetic_batch(config.model, config.data.batch_size)
+        bench = perf.build_step_bench(f"dim {width}", config, numpy_batch, devices=jax.devices()[:1])
         bench.compile_train()
         bench.train()
-        terms = flops.train_step_terms(config, numpy_batch)
-        hand[width] = flops.train_flops(terms)
-        shaped[width] = flops.model_shaped_product(terms, config.model)
+        terms = perf.train_step_terms(config, numpy_batch)
+        hand[width] = perf.train_flops(terms)
+        shaped[width] = perf.model_shaped_product(terms, config.model)
         calls[f"step {width}"] = bench.train
-        calls[f"shaped {width}"], shaped_flops = benchlib.matmul_probe(0, dtype, shaped[width])
-        hand[f"shaped {width}"] = shaped_flops
-    calls["ceiling"], ceiling_flops = benchlib.matmul_probe(args.matmul_size, dtype)
-    times = benchlib.interleaved_timings(calls, rounds=args.rounds, warmup=args.warmup)
+        calls[f"shaped {width}"], hand[f"shaped {width}"] = perf.matmul_probe(shaped[width], dtype)
+    calls["ceiling"], ceiling_flops = perf.matmul_probe((args.matmul_size,) * 3, dtype)
+    times = perf.interleaved_timings(calls, rounds=args.rounds, warmup=args.warmup)
 
     ceiling = ceiling_flops / times["ceiling"]
     rows, mfu = [], {}
     for width in widths:
         step_rate = hand[width] / times[f"step {width}"]
         shaped_rate = hand[f"shaped {width}"] / times[f"shaped {width}"]
-        mfu[width] = benchlib.Summary.of(step_rate / ceiling)
+        mfu[width] = perf.Summary.of(step_rate / ceiling)
         m, k, n = shaped[width]
         rows.append((
             width, f"{base.model.num_heads} x {width // base.model.num_heads}",
-            f"{hand[width] * 1e-9:.3g}", benchlib.Summary.of(times[f"step {width}"]).fmt(1e3, 1),
+            f"{hand[width] * 1e-9:.3g}", perf.Summary.of(times[f"step {width}"]).fmt(1e3, 1),
             mfu[width].fmt(100, 1),
-            f"{m}x{k} @ {k}x{n}", benchlib.Summary.of(shaped_rate / ceiling).fmt(100, 1),
-            benchlib.Summary.of(step_rate / shaped_rate).fmt(100, 1),
+            f"{m}x{k} @ {k}x{n}", perf.Summary.of(shaped_rate / ceiling).fmt(100, 1),
+            perf.Summary.of(step_rate / shaped_rate).fmt(100, 1),
         ))
     table = tables.markdown_table(
         ["dim", "heads x head_dim", "GFLOP / step", "step ms", "**MFU %**", "largest product",
          "its rate / ceiling %", "step rate / its rate %"], rows)
-    target = 0.5 if jax.default_backend() == "gpu" else 0.4
+    target = benchlib.mfu_target(jax.default_backend())
     met = [w for w in widths if mfu[w].median >= target]
     report.finish(table, notes=[
-        f"config `{benchlib.TINY_CONFIG.name if args.tiny else args.config}` (fusion "
-        f"{base.model.fusion}, batch {base.data.batch_size}, depth {base.model.depth}, compute "
-        f"{base.train.compute_dtype}), width varied, MLP ratio kept; synthetic batch, 1 device",
+        f"{benchlib.config_note(args, base)}; width varied, MLP ratio kept",
         f"ceiling: {args.matmul_size}^2 {jax.numpy.dtype(dtype).name} `jnp.dot`, "
-        f"{benchlib.Summary.of(ceiling).fmt(1e-9, 1)} GFLOP/s; {args.rounds} interleaved rounds after "
+        f"{perf.Summary.of(ceiling).fmt(1e-9, 1)} GFLOP/s; {args.rounds} interleaved rounds after "
         f"{args.warmup} warm-up; values are median [IQR] of per-round ratios",
         f"{target:.0%} MFU target on {jax.default_backend()}: "
         + (f"reached at dim {', '.join(map(str, met))}" if met else "reached at no width measured"),

@@ -6,19 +6,16 @@
 Builds missing datasets first (imro_synth/default takes minutes; cmu_* need their pickles in the
 manual dir and are skipped otherwise). For each dataset and worker count it times
 ``--num_batches`` training batches after ``--warmup`` batches and prints examples/s, batches/s
-and MB/s of numpy batch data. ``measure_pipeline`` is importable so that the train step's
-consumption rate can be printed next to it.
+and MB/s of numpy batch data (`imro_jax.perf.pull_batches`). `input_vs_step.py` sets the
+pipeline's rate against the train step's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import jax
-import numpy as np
-
+from imro_jax import perf
 from imro_jax.data import datasets, make_pipeline
 
 
@@ -30,14 +27,8 @@ def measure_pipeline(data_config, *, split: str = "train", num_batches: int = 50
     """
     iterator = make_pipeline(data_config, split=split, train=True, seed=0)
     try:
-        for _ in range(warmup):
-            next(iterator)
-        start, examples, nbytes = time.perf_counter(), 0, 0
-        for _ in range(num_batches):
-            batch = next(iterator)
-            examples += batch["label"].shape[0]
-            nbytes += sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
-        seconds = time.perf_counter() - start
+        perf.pull_batches(iterator, warmup)
+        seconds, examples, nbytes = perf.pull_batches(iterator, num_batches)
     finally:
         if hasattr(iterator, "close"):
             iterator.close()

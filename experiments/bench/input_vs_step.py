@@ -23,50 +23,31 @@ The dataset is built first if missing (`imro_synth/small`: 2000 train examples, 
 
 from __future__ import annotations
 
-import time
 
 import jax
 import numpy as np
 
 import benchlib
+from imro_jax import perf
 from imro_jax.data import datasets, make_pipeline
 from imro_jax.eval import tables
 from imro_jax.train import input as input_lib
 
 
-def pipeline_round(iterator, batches: int) -> tuple[float, int]:
-    """Seconds and examples to pull `batches` batches."""
-    start, examples = time.perf_counter(), 0
-    for _ in range(batches):
-        examples += len(next(iterator)["label"])
-    return time.perf_counter() - start, examples
-
-
-def step_round(bench: benchlib.StepBench, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        bench.train()
-    return time.perf_counter() - start
-
-
-def loop_stalls(bench: benchlib.StepBench, data_config, steps: int, depth: int) -> dict:
-    """Runs the loop's Prefetcher + train step; returns wall, wait and step seconds."""
+def loop_stalls(bench: perf.StepBench, data_config, steps: int, depth: int) -> dict:
+    """Runs the loop's Prefetcher + train step; returns wall and wait seconds and examples."""
     iterator = make_pipeline(data_config, split="train", train=True, seed=1)
     prefetcher = input_lib.Prefetcher(iterator, bench.runtime.batch_sharding, depth)
-    waits, total = [], time.perf_counter()
-    try:
-        for i in range(steps + 2):
-            start = time.perf_counter()
-            bench.batch, _ = next(prefetcher)
-            if i >= 2:  # the first batches include the pipeline's start-up
-                waits.append(time.perf_counter() - start)
-            if i == 1:
-                total = time.perf_counter()
-            bench.train()
+
+    def step(item):
+        bench.batch = item[0]  # (device batch, iterator state)
+        bench.train()
+
+    try:  # the first 2 batches include the pipeline's start-up
+        waits, wall = perf.input_waits(prefetcher, step, steps, skip=2)
     finally:
         prefetcher.close()
-    wall = time.perf_counter() - total
-    return {"wall": wall, "waits": np.asarray(waits), "examples": steps * data_config.batch_size}
+    return {"wall": wall, "waits": waits, "examples": steps * data_config.batch_size}
 
 
 def main(argv=None) -> None:
@@ -93,28 +74,29 @@ def main(argv=None) -> None:
 
     iterator = make_pipeline(config.data, split="train", train=True, seed=0)
     first = next(iterator)
-    bench = benchlib.build_step_bench(config.model.fusion, config, first, devices=jax.devices()[:1])
+    bench = perf.build_step_bench(config.model.fusion, config, first, devices=jax.devices()[:1])
     bench.train()
-    pipeline_round(iterator, 2 + config.data.prefetch_buffer_size)  # warm-up
+    perf.pull_batches(iterator, 2 + config.data.prefetch_buffer_size)  # warm-up
     pipeline_rate, step_rate = np.zeros(args.rounds), np.zeros(args.rounds)
     for r in range(args.rounds):
-        pipeline_round(iterator, config.data.prefetch_buffer_size)  # drain what was read ahead
-        seconds, examples = pipeline_round(iterator, args.batches)
+        perf.pull_batches(iterator, config.data.prefetch_buffer_size)  # drain what was read ahead
+        seconds, examples, _ = perf.pull_batches(iterator, args.batches)
         pipeline_rate[r] = examples / seconds
-        step_rate[r] = args.batches * config.data.batch_size / step_round(bench, args.batches)
+        steps = perf.wall_seconds(lambda: [bench.train() for _ in range(args.batches)])
+        step_rate[r] = args.batches * config.data.batch_size / steps
     if hasattr(iterator, "close"):
         iterator.close()
     loop = loop_stalls(bench, config.data, args.loop_steps, config.train.prefetch)
 
-    ratio = benchlib.Summary.of(pipeline_rate / step_rate)
+    ratio = perf.Summary.of(pipeline_rate / step_rate)
     stall = loop["waits"].sum() / loop["wall"]
     rows = [
-        ("pipeline alone, examples/s", benchlib.Summary.of(pipeline_rate).fmt(1, 0)),
-        ("train step alone, examples/s", benchlib.Summary.of(step_rate).fmt(1, 0)),
+        ("pipeline alone, examples/s", perf.Summary.of(pipeline_rate).fmt(1, 0)),
+        ("train step alone, examples/s", perf.Summary.of(step_rate).fmt(1, 0)),
         ("pipeline / step (per-round ratio)", ratio.fmt(1, 2)),
         ("loop (Prefetcher + step), examples/s", f"{loop['examples'] / loop['wall']:.0f}"),
         ("loop: time blocked on input, % of wall", f"{100 * stall:.1f}"),
-        ("loop: wait per step, ms", benchlib.Summary.of(loop["waits"]).fmt(1e3, 2)),
+        ("loop: wait per step, ms", perf.Summary.of(loop["waits"]).fmt(1e3, 2)),
     ]
     dataset = f"{config.data.name}/{config.data.builder_config or 'default'}"
     report.finish(tables.markdown_table(["quantity", "value (median [IQR])"], rows), notes=[

@@ -5,7 +5,7 @@
 
 One subprocess per device count (`--xla_force_host_platform_device_count=n`, set before JAX
 starts) builds the step on a ("data", "model") mesh of n devices (`--mesh_model` devices on
-"model", the rest on "data"), starts from the same host-drawn state (`benchlib.host_initial_state`,
+"model", the rest on "data"), starts from the same host-drawn state (`imro_jax.perf.host_initial_state`,
 same seed) and the same global batch, and runs `--steps` steps. Correctness: the losses of every
 step equal the 1-device run's to float32 reduction-order rounding (max relative difference
 reported; flagged above 1e-4). Throughput: median step time after 2 warm-up steps, examples/s
@@ -18,32 +18,32 @@ On a multi-GPU machine the same script measures real scaling.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
-import time
 
+import jax
 import numpy as np
+
+import benchlib
+from imro_jax import perf
+from imro_jax.eval import tables
+from imro_jax.train.mesh import simulated_cpu_xla_flags
 
 TOLERANCE = 1e-4
 
 
 def worker(args) -> None:
     """Runs in the subprocess: prints one JSON line with losses and step times."""
-    import jax
-
-    import benchlib
-
     config = benchlib.resolve_config(args)
     config.mesh.model = args.mesh_model
-    batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
-    bench = benchlib.build_step_bench(config.model.fusion, config, batch)
-    losses, times = [], []
+    batch = perf.synthetic_batch(config.model, config.data.batch_size)
+    bench = perf.build_step_bench(config.model.fusion, config, batch)
+    losses, times, metrics = [], [], {}
     for _ in range(args.steps):
-        start = time.perf_counter()
-        metrics = bench.train()
-        times.append(time.perf_counter() - start)
+        times.append(perf.wall_seconds(lambda: metrics.update(bench.train())))
         losses.append(float(metrics["loss"]))
     print("RESULT " + json.dumps({
         "devices": jax.device_count(), "losses": losses, "times": times[2:] or times,
@@ -52,16 +52,7 @@ def worker(args) -> None:
 
 
 def run_worker(n: int, argv: list[str]) -> dict:
-    from imro_jax.train.mesh import simulated_cpu_xla_flags
-
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    flags.append(f"--xla_force_host_platform_device_count={n}")
-    if n > 1:
-        flags.append(simulated_cpu_xla_flags())  # "" on jax 0.10.x
-    env["XLA_FLAGS"] = " ".join(flags)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_NUM_CPU_DEVICES"] = str(n)
+    env = perf.simulated_cpu_env(n, extra_flags=simulated_cpu_xla_flags() if n > 1 else "")  # "" on jax 0.10
     proc = subprocess.run([sys.executable, __file__, "--worker", *argv], env=env,
                           capture_output=True, text=True, check=False)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -71,14 +62,11 @@ def run_worker(n: int, argv: list[str]) -> dict:
 
 
 def main(argv=None) -> None:
-    import benchlib
-    from imro_jax.eval import tables
-
     parser = benchlib.base_parser(__doc__)
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--mesh_model", type=int, default=1, help="devices on the 'model' axis")
-    parser.add_argument("--worker", action="store_true", help=argparse_suppress())
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.worker:
@@ -100,7 +88,7 @@ def main(argv=None) -> None:
         losses = np.asarray(r["losses"])
         rel = float(np.max(np.abs(losses - reference) / np.maximum(np.abs(reference), 1e-12)))
         worst = max(worst, rel)
-        step = benchlib.Summary.of(r["times"])
+        step = perf.Summary.of(r["times"])
         rate = r["batch"] / step.median
         rows.append((n, "x".join(str(v) for v in r["mesh"].values()), f"{losses[0]:.6f}",
                      f"{losses[-1]:.6f}", f"{rel:.1e}", step.fmt(1e3, 1), f"{rate:.0f}",
@@ -108,18 +96,12 @@ def main(argv=None) -> None:
     header = ["devices", "mesh data x model", "loss step 1", f"loss step {args.steps}",
               f"max rel. diff to {counts[0]} dev.", "step ms", "examples/s", "examples/s/device"]
     report.finish(tables.markdown_table(header, rows), notes=[
-        f"config `{benchlib.TINY_CONFIG.name if args.tiny else args.config}`, global batch "
+        f"config `{benchlib.config_label(args)}`, global batch "
         f"{results[counts[0]]['batch']}, {args.steps} steps from the same host-drawn state; "
         f"simulated devices share {os.cpu_count()} CPU cores",
         f"correctness: max relative loss difference {worst:.1e} "
         f"({'OK' if worst <= TOLERANCE else 'ABOVE'} the {TOLERANCE:g} tolerance)",
     ])
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

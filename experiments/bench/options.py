@@ -7,7 +7,7 @@ Each variant is the config with `model.<key> = <value>` set (Python literals; th
 options `attention_impl`, `head_major_qkv`, `absorbed_fusion_kv`, or any other model key such
 as `remat`). The options are optional spec keys that the committed configs do not list (adding
 them would change every config's run hash), so they are set with `benchlib.variant`, and the
-spec validates them. Its train step is the production step (`benchlib.build_step_bench`). Every variant
+spec validates them. Its train step is the production step (`imro_jax.perf.build_step_bench`). Every variant
 starts from the same host-drawn state and batch, and the steps are timed interleaved round by
 round against the default config. Reported: step time, paired ratio to the default, the
 compiled step's memory, and the first-step loss and its relative difference (the options
@@ -21,6 +21,7 @@ import ast
 import jax
 
 import benchlib
+from imro_jax import perf
 from imro_jax.eval import tables
 
 DEFAULT_VARIANTS = "absorbed_fusion_kv=True;head_major_qkv=True;absorbed_fusion_kv=True,head_major_qkv=True"
@@ -48,34 +49,29 @@ def main(argv=None) -> None:
     if args.tiny:
         args.rounds, args.warmup, args.variants = 3, 1, "absorbed_fusion_kv=True"
     report = benchlib.Report("Model implementation options", args)
-    config_path = benchlib.TINY_CONFIG if args.tiny else args.config
     names = ["default", *[v.strip() for v in args.variants.split(";") if v.strip()]]
+    base = benchlib.resolve_config(args)
+    batch = perf.synthetic_batch(base.model, base.data.batch_size)
     benches, first_loss, memory = {}, {}, {}
-    batch = None
     for name in names:
-        config = benchlib.load_config(config_path, args.override)
-        config = config if name == "default" else benchlib.variant(config, **model_changes(name))
-        batch = batch or benchlib.synthetic_batch(config.model, config.data.batch_size)
-        bench = benchlib.build_step_bench(name, config, batch, devices=jax.devices()[:1])
-        memory[name] = benchlib.memory_bytes(bench.compile_train())
+        config = base if name == "default" else benchlib.variant(base, **model_changes(name))
+        bench = perf.build_step_bench(name, config, batch, devices=jax.devices()[:1])
+        memory[name] = perf.memory_bytes(bench.compile_train())
         first_loss[name] = float(bench.train()["loss"])
         benches[name] = bench
-    times = benchlib.interleaved_timings({n: b.train for n, b in benches.items()},
+    times = perf.interleaved_timings({n: b.train for n, b in benches.items()},
                                          rounds=args.rounds, warmup=args.warmup)
     rows = []
     for name in names:
         rel = abs(first_loss[name] - first_loss["default"]) / abs(first_loss["default"])
         ratio = "1 (reference)" if name == "default" else \
-            benchlib.paired_ratio(times[name], times["default"]).fmt()
-        rows.append((name, benchlib.Summary.of(times[name]).fmt(1e3, 2), ratio,
+            perf.paired_ratio(times[name], times["default"]).fmt()
+        rows.append((name, perf.Summary.of(times[name]).fmt(1e3, 2), ratio,
                      f"{memory[name] / 2**20:.1f}", f"{first_loss[name]:.6f}", f"{rel:.1e}"))
-    model = benches["default"].config.model
     report.finish(tables.markdown_table(
         ["variant (model.*)", "train step ms", "ratio to default", "step memory MiB", "loss step 1", "rel. diff"],
         rows), notes=[
-        f"config `{benchlib.relative(config_path)}` (fusion {model.fusion}, batch "
-        f"{benches['default'].config.data.batch_size}), synthetic batch, same host-drawn state, "
-        f"1 device, {args.rounds} interleaved rounds",
+        f"{benchlib.config_note(args, base)}, same host-drawn state, {args.rounds} interleaved rounds",
         "step memory: arguments + temporaries + outputs - donated, from the compiled step's memory_analysis()",
     ])
 

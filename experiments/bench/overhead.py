@@ -27,7 +27,6 @@ time above. Target: at most 5%.
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +34,7 @@ import numpy as np
 import optax
 
 import benchlib
+from imro_jax import perf
 from imro_jax.eval import tables
 from imro_jax.train import model_fns
 
@@ -62,7 +62,7 @@ def build_variants(config, batch, variants, devices):
         fusion = config.model.fusion if name == "imro" else "uniform"
         cfg = benchlib.variant(config, fusion=fusion)
         loss = task_only_loss(cfg) if name == "plain" else None
-        benches[name] = benchlib.build_step_bench(name, cfg, batch, devices=devices, loss_fn=loss)
+        benches[name] = perf.build_step_bench(name, cfg, batch, devices=devices, loss_fn=loss)
     return benches
 
 
@@ -75,26 +75,6 @@ def calls_for(benches, modes):
         for mode in modes
         if not (name == "plain" and mode == "inference")
     }
-
-
-def statistics_pass_seconds(bench, rounds: int, examples: int) -> tuple[float, np.ndarray, int] | None:
-    """(first call, later calls) seconds of `bench`'s statistics pass over `examples` examples
-    (whole batches), and the examples it read; None if it has none."""
-    fit = bench.runtime.task.fit_model_state
-    if fit is None:
-        return None
-    config = bench.config
-    batches = math.ceil(examples / config.data.batch_size)
-    valid = jnp.ones(config.data.batch_size, bool)
-    variables = bench.state.variables()
-
-    def once() -> float:
-        start = time.perf_counter()
-        jax.block_until_ready(fit(variables, lambda: [(bench.batch, valid)] * batches))
-        return time.perf_counter() - start
-
-    first = once()
-    return first, np.array([once() for _ in range(rounds)]), batches * config.data.batch_size
 
 
 def main(argv=None) -> None:
@@ -122,12 +102,12 @@ def main(argv=None) -> None:
     if unknown or "imro" not in variants or "uniform" not in variants:
         raise SystemExit(f"variants must include imro and uniform, from {VARIANTS}; modes from "
                          f"{MODES}; unknown: {sorted(unknown)}")
-    batch = benchlib.synthetic_batch(config.model, config.data.batch_size)
+    batch = perf.synthetic_batch(config.model, config.data.batch_size)
     benches = build_variants(config, batch, variants, jax.devices()[:1])
     calls = calls_for(benches, modes)
     for call in calls.values():  # compile everything before timing
         call()
-    times = benchlib.interleaved_timings(calls, rounds=args.rounds, warmup=args.warmup)
+    times = perf.interleaved_timings(calls, rounds=args.rounds, warmup=args.warmup)
 
     rows = []
     for mode in modes:
@@ -136,15 +116,12 @@ def main(argv=None) -> None:
             if (name, mode) not in times:
                 continue
             t = times[(name, mode)]
-            ratio = "1 (reference)" if name == "uniform" else benchlib.paired_ratio(t, base).fmt()
-            rows.append((mode, name, benchlib.Summary.of(t).fmt(1e3, 2), ratio))
-    headline = benchlib.paired_ratio(times[("imro", "train")], times[("uniform", "train")]) \
+            ratio = "1 (reference)" if name == "uniform" else perf.paired_ratio(t, base).fmt()
+            rows.append((mode, name, perf.Summary.of(t).fmt(1e3, 2), ratio))
+    headline = perf.paired_ratio(times[("imro", "train")], times[("uniform", "train")]) \
         if "train" in modes else None
     notes = [
-        f"config `{benchlib.TINY_CONFIG.name if args.tiny else args.config}` "
-        f"(batch {config.data.batch_size}, dim {config.model.dim}, depth {config.model.depth}, "
-        f"compute {config.train.compute_dtype}), synthetic batch, 1 device, "
-        f"{args.rounds} interleaved rounds after {args.warmup} warm-up rounds",
+        f"{benchlib.config_note(args, config)}, {args.rounds} interleaved rounds after {args.warmup} warm-up rounds",
         "times: median [IQR] ms per call; ratio: median [IQR] of per-round paired ratios to uniform",
     ]
     if headline is not None:
@@ -152,17 +129,18 @@ def main(argv=None) -> None:
         notes.append(f"train-step imro/uniform = {headline.median:.3f} "
                      f"(IQR {headline.q1:.3f}-{headline.q3:.3f}): {verdict} the <= 1.05 target")
     fit_examples = args.fit_examples or config.model.reliability.fit_examples
-    fit = statistics_pass_seconds(benches["imro"], args.fit_rounds, fit_examples)
+    fit = benches["imro"].statistics_pass(fit_examples)
     if fit is None:
         notes.append("statistics pass: none (model.reliability.entropy is not the surprisal)")
     elif "train" in modes:
-        first, later, examples = fit
+        first, later = perf.wall_seconds(fit), np.array([perf.wall_seconds(fit) for _ in range(args.fit_rounds)])
+        examples = math.ceil(fit_examples / config.data.batch_size) * config.data.batch_size
         steps = args.train_steps or config.train.num_steps
         training = steps * float(np.median(times[("imro", "train")]))
         share = float(np.median(later)) / training
         notes.append(
             f"statistics pass over {examples} examples: first call {first:.2f} s (with its compilations), then "
-            f"{benchlib.Summary.of(later).fmt(1, 2)} s = {100 * share:.1f}% of {steps} imro train steps "
+            f"{perf.Summary.of(later).fmt(1, 2)} s = {100 * share:.1f}% of {steps} imro train steps "
             f"({training:.1f} s at the median step; first call: {100 * first / training:.1f}%): "
             f"{'meets' if share <= 0.05 else 'misses'} the <= 5% target")
     report.finish(tables.markdown_table(["mode", "variant", "time ms", "ratio to uniform"], rows),

@@ -18,7 +18,7 @@ block over all F + sum_m L_m tokens (O((sum_m L_m)^2)). For every point the tabl
   aliased) and XLA's flops, for every point (compiling allocates nothing);
 * train-step time, imro and concat interleaved per round, for L <= `--time_cap` (CPU: larger
   points are compiled but not run; say so in the table);
-* the hand-counted model FLOPs of each fusion (`flops.hand_count`).
+* the hand-counted model FLOPs of each fusion (`imro_jax.perf.hand_count`).
 
 The PNG shows time, memory and FLOPs against L and M. The crossover reported is where concat's
 step becomes slower than IMRO's beyond the IQR of their paired ratio (or that it is slower at
@@ -28,11 +28,12 @@ overtakes its linear terms.
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import numpy as np
 
 import benchlib
-import flops
+from imro_jax import perf
 from imro_jax.eval import tables
 
 FUSIONS = ("imro", "concat")
@@ -56,27 +57,24 @@ def measure_point(base, modalities: int, tokens: int, args) -> dict:
     benches = {}
     for fusion in FUSIONS:
         config = benchlib.variant(sweep_config(base, modalities, args), fusion=fusion)
-        batch = benchlib.synthetic_batch(config.model, args.batch, feature_length=tokens)
-        shapes = {k: v.shape for k, v in batch.items() if k not in ("mask", "label")}
-        point[f"{fusion}_model_flops"] = flops.train_flops(flops.hand_count(config.model, shapes))
+        batch = perf.synthetic_batch(config.model, args.batch, feature_length=tokens)
+        point[f"{fusion}_model_flops"] = perf.train_flops(perf.train_step_terms(config, batch))
         if tokens <= args.time_cap:
-            bench = benchlib.build_step_bench(fusion, config, batch, devices=args.devices)
+            bench = perf.build_step_bench(fusion, config, batch, devices=args.devices)
             compiled = bench.compile_train()
             benches[fusion] = bench
-        else:
-            runtime = benchlib.runtime_for(config, batch, devices=args.devices)
-            abstract = benchlib.abstract_batch(runtime, batch)
-            compiled = runtime.lower_train(runtime.abstract_state, abstract).compile()
-        point[f"{fusion}_memory"] = benchlib.memory_bytes(compiled)
-        point[f"{fusion}_xla_flops"] = flops.xla_flops(compiled)
+        else:  # too large to run: compiled for its memory and flops only
+            compiled = perf.compile_train_abstract(config, batch, devices=args.devices)
+        point[f"{fusion}_memory"] = perf.memory_bytes(compiled)
+        point[f"{fusion}_xla_flops"] = perf.xla_flops(compiled)
     if benches:
         for bench in benches.values():
             bench.train()
-        times = benchlib.interleaved_timings({f: b.train for f, b in benches.items()},
-                                             rounds=args.rounds, warmup=1)
+        times = perf.interleaved_timings({f: b.train for f, b in benches.items()},
+                                         rounds=args.rounds, warmup=1)
         for fusion in FUSIONS:
-            point[f"{fusion}_time"] = benchlib.Summary.of(times[fusion])
-        point["ratio"] = benchlib.paired_ratio(times["concat"], times["imro"])
+            point[f"{fusion}_time"] = perf.Summary.of(times[fusion])
+        point["ratio"] = perf.paired_ratio(times["concat"], times["imro"])
     print(f"  M={modalities} L={tokens}: "
           + ("timed" if benches else "compiled only"), flush=True)
     return point
@@ -161,8 +159,6 @@ def main(argv=None) -> None:
     if args.tiny:
         args.tokens, args.modalities, args.fixed_modalities, args.fixed_tokens = "8", "1", 1, 8
         args.batch, args.dim, args.rounds, args.time_cap = 2, 16, 2, 8
-    import jax
-
     args.devices = jax.devices()[:1]
     report = benchlib.Report("Benchmark 3: scaling with modalities and tokens", args)
     base = benchlib.load_config(benchlib.BASE_CONFIG, args.override)

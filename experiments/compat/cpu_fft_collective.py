@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 
+from imro_jax.perf.simulated_cpu import simulated_cpu_env
 from imro_jax.train.mesh import CPU_FFT_DEADLOCK_WORKAROUND as WORKAROUND
 
 PROGRAM = """
@@ -47,10 +48,9 @@ print("finished", jax.__version__)
 """
 
 
-
 def run(devices: int, extra_flags: str, timeout: float) -> str:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {extra_flags}".strip())
+    inherited = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # only the flags under test
+    env = simulated_cpu_env(devices, environ=inherited, extra_flags=extra_flags)
     try:
         proc = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True,
                               text=True, timeout=timeout)

@@ -6,7 +6,7 @@
     fit     the reliability statistics pass (`imro_jax.models.statistics`), surprisal H only
 
 Nothing here imports the data layer (grain, TFDS): `imro_jax.train.model_task` adds the
-datasets, and the benchmarks (`experiments/bench/benchlib.py`) use `fixed_batch_task` with
+datasets, and the benchmarks (`imro_jax.perf.step_bench`) use `fixed_batch_task` with
 synthetic batches, so both run the same loss and step.
 
 Under `jit` the model cannot raise on bad values, so the loss screens each training batch

@@ -6,7 +6,7 @@
     train_step           jit(train_step, shardings, state donated) of task.loss_fn in
                          config.train.compute_dtype, traced under the mesh and the rules
 
-`imro_jax.train.loop.Run`, the benchmarks (`experiments/bench/benchlib.py`) and the test
+`imro_jax.train.loop.Run`, the benchmarks (`imro_jax.perf.build_step_bench`) and the test
 fixtures all call `build_runtime`, so what a benchmark times and what a test checks is the step
 `imro train` runs.
 """

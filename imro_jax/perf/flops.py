@@ -1,9 +1,10 @@
-"""Model FLOPs of the IMRO model: a hand count from the config and a count read off the jaxpr.
+"""Model FLOPs of a train step, three ways: a hand count from the config, the jaxpr's matrix
+products, and XLA's cost analysis of the compiled executable.
 
 Model FLOPs are the multiply-adds of matrix products, 2 per multiply-add (the convention of MFU;
-elementwise ops, softmax, norms and the FFT are left out). The hand count lists every matrix
-product of the forward pass with the number of its operands that need a gradient (`grads`):
-reverse mode computes one product of the same size per such operand, so
+elementwise ops, softmax, norms and the FFT are left out). The hand count (`hand_count`) lists
+every matrix product of the forward pass with the number of its operands that need a gradient
+(`grads`): reverse mode computes one product of the same size per such operand, so
 
     train FLOPs = sum_terms flops * (1 + grads)          (~ 3 x forward; the usual "6 N D")
 
@@ -24,7 +25,8 @@ and N_m = 1 + (tokens of modality m) (class token), N = max_m N_m (modalities ar
 
 `jaxpr_matmul_flops` counts the same quantity mechanically: it traces a function to a jaxpr and
 sums `2 * prod(lhs) * prod(rhs free dims)` over every `dot_general`, nested jaxprs included. The
-two agree exactly for the train step (tested in `tests/bench`), which checks the hand count.
+two agree exactly for the train step (tested in `tests/perf`), which checks the hand count.
+`xla_flops` is what the compiler counts: every op, so at least the matmul FLOPs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from imro_jax.batch import RESERVED_KEYS
 from imro_jax.models.registry import get_fusion
 from imro_jax.models.spec import FeatureSpec, SpectrogramSpec, TextSpec, VitSpec, parse_model_config
 
@@ -58,11 +61,12 @@ class Term:
 
 
 def forward_flops(terms: list[Term]) -> float:
+    """Forward-pass FLOPs: `sum_terms flops`."""
     return float(sum(t.flops for t in terms))
 
 
 def train_flops(terms: list[Term]) -> float:
-    """Forward plus backward FLOPs of one train step."""
+    """Forward plus backward FLOPs of one train step: `sum_terms flops * (1 + grads)`."""
     return float(sum(t.flops * (1 + t.grads) for t in terms))
 
 
@@ -110,15 +114,24 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
 
     Args:
         model_config: the `model` config section (task classification or regression).
-        input_shapes: `{modality: shape of its batch array}` (leading axis = batch).
+        input_shapes: `{modality: shape of its batch array}` (leading axis = batch), e.g.
+            `{"text": (B, T), "vision": (B, H, W, C), "audio": (B, samples)}`.
         mi_bound: `loss.mi_bound`; the label critic gets gradients only for "infonce".
 
     Returns:
-        The list of `Term`s.
+        The list of `Term`s (FLOPs per train step for that batch).
+
+    Raises:
+        NotImplementedError: a generation (caption) head.
+        ValueError: `input_shapes` lacks a modality of the config.
     """
     spec = parse_model_config(model_config)
     if spec.task == "generation":
         raise NotImplementedError("hand FLOP count covers classification and regression heads")
+    missing = sorted(set(spec.modality_names) - set(input_shapes))
+    if missing:
+        raise ValueError(f"input_shapes must have every modality {list(spec.modality_names)}, "
+                         f"missing {missing}")
     batch = int(next(iter(input_shapes.values()))[0])
     d, h, f, m = spec.dim, spec.mlp_dim, spec.fusion_tokens, len(spec.modalities)
     c = spec.num_outputs
@@ -165,6 +178,7 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
 
 
 def _dot_general_flops(eqn) -> float:
+    """2 * prod(lhs shape) * prod(rhs dims that are neither contracted nor batch)."""
     lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
     (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
     rhs_free = [size for i, size in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
@@ -198,15 +212,34 @@ def _count_jaxpr(jaxpr) -> float:
 def jaxpr_matmul_flops(fn: Callable, *args: Any) -> float:
     """FLOPs of every `dot_general` in `jax.make_jaxpr(fn)(*args)` (nested jaxprs included).
 
+    A `scan` body counts `length` times; a `while` loop has no static trip count and raises.
+
     Args:
         fn: any traceable function (a jitted train step, a loss, a gradient).
-        *args: its arguments (arrays or `jax.ShapeDtypeStruct`s).
+        *args: its arguments (arrays or `jax.ShapeDtypeStruct`s: nothing runs).
+
+    Returns:
+        FLOPs, 2 per multiply-add, e.g. `2 m k n` for `[m, k] @ [k, n]`.
+
+    Raises:
+        NotImplementedError: the jaxpr holds a `while` loop.
+
+    Example:
+        >>> jaxpr_matmul_flops(jax.numpy.dot, np.ones((4, 5)), np.ones((5, 6)))  # 2 * 4 * 5 * 6
+        240.0
     """
     return _count_jaxpr(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def xla_flops(compiled) -> float:
-    """`flops` of XLA's cost analysis of a compiled executable (all ops, elementwise included)."""
+    """`flops` of XLA's cost analysis of a compiled executable (all ops, elementwise included).
+
+    Args:
+        compiled: a `jax.stages.Compiled` (`jax.jit(f).lower(...).compile()`).
+
+    Returns:
+        FLOPs per call as XLA counts them; NaN where the backend has no cost analysis.
+    """
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
@@ -224,13 +257,17 @@ def flop_groups(terms: list[Term]) -> dict[str, float]:
 
 
 def model_shaped_product(terms: list[Term], model_config) -> tuple[int, int, int]:
-    """`(rows, dim, mlp_dim)` of the largest encoder MLP input product (batch x tokens rows)."""
+    """`(rows, dim, mlp_dim)` of the largest encoder MLP input product `[rows, dim] @ [dim, mlp_dim]`.
+
+    `rows` = batch x tokens of the encoder whose MLP costs most: the model-shaped product that an
+    MFU can be compared with (how fast the model's own matrices run).
+    """
     mlp = max((t for t in terms if t.name.endswith("/mlp") and "/block_" in t.name), key=lambda t: t.flops)
     rows = int(mlp.flops // (4 * model_config.dim * model_config.mlp_dim))
     return rows, model_config.dim, model_config.mlp_dim
 
 
 def train_step_terms(config, numpy_batch: dict) -> list[Term]:
-    """Hand-counted matrix-product terms of `config`'s train step on `numpy_batch`'s shapes."""
-    shapes = {k: v.shape for k, v in numpy_batch.items() if k not in ("mask", "label")}
+    """`hand_count` of `config` (model and `loss.mi_bound`) on the shapes of a batch dict."""
+    shapes = {k: np.shape(v) for k, v in numpy_batch.items() if k not in RESERVED_KEYS}
     return hand_count(config.model, shapes, mi_bound=config.loss.mi_bound)
