@@ -5,8 +5,9 @@
 
 Builds missing datasets first (imro_synth/default takes minutes; cmu_* need their pickles in the
 manual dir and are skipped otherwise). For each dataset and worker count it times
-``--num_batches`` training batches after ``--warmup`` batches and prints examples/s, batches/s
-and MB/s of numpy batch data (`imro_jax.perf.pull_batches`). `input_vs_step.py` sets the
+``--num_batches`` training batches after ``--warmup`` batches and reports examples/s, batches/s
+and MB/s of numpy batch data (`imro_jax.perf.pull_batches`) as the "Input pipeline" section of
+`RESULTS.md` (``--results``; ``--json`` also writes the rows). `input_vs_step.py` sets the
 pipeline's rate against the train step's.
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import benchlib
 from imro_jax import perf
 from imro_jax.data import datasets, make_pipeline
+from imro_jax.eval.tables import markdown_table
 
 
 def measure_pipeline(data_config, *, split: str = "train", num_batches: int = 50, warmup: int = 5) -> dict:
@@ -50,8 +53,11 @@ def main() -> None:
     parser.add_argument("--num_batches", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--results", default=str(benchlib.RESULTS),
+                        help="markdown log to write the section to ('' = print only)")
     args = parser.parse_args()
-    results = []
+    report = benchlib.Report("Input pipeline", args)
+    results, skipped = [], []
     for name in args.datasets.split(","):
         overrides = {"data_dir": args.data_dir}
         if name == "imro_synth":
@@ -62,7 +68,8 @@ def main() -> None:
         try:
             datasets.prepare_dataset(config)
         except FileNotFoundError as err:
-            print(f"skip {name}: {str(err).splitlines()[0]}")
+            skipped.append(f"{name} skipped: {str(err).splitlines()[0]}")
+            print(skipped[-1])
             continue
         for workers in (int(w) for w in args.worker_counts.split(",")):
             config.worker_count = workers
@@ -76,6 +83,12 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    table = markdown_table(
+        ["dataset", "workers", "examples/s", "batches/s", "batch", "MB/s"],
+        [[r["dataset"], r["worker_count"], f"{r['examples_per_s']:.0f}", f"{r['batches_per_s']:.1f}",
+          r["batch_size"], f"{r['mb_per_s']:.1f}"] for r in results])
+    report.finish(table, notes=[f"{args.num_batches} training batches timed after {args.warmup} (grain, "
+                                "`imro_jax.perf.pull_batches`)", *skipped])
 
 
 if __name__ == "__main__":
