@@ -17,10 +17,9 @@ import pytest
 
 from imro_jax.models import build_model, parse_model_config
 from imro_jax.models.transformer import AttentionOptions, MultiHeadAttention, key_padding_mask, padded_attention
+from imro_jax.perf import flops
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "bench"))
-import flops  # noqa: E402
 from models_testlib import TRIMODAL_MODALITIES, TRIMODAL_NUM_SAMPLES, make_batch, tiny_config  # noqa: E402
 
 
