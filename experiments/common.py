@@ -104,13 +104,15 @@ def command_line(name: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", f"experiments/{name}.py", *kept])
 
 
-def start(name: str, description: str, settings: Mapping[str, dict], argv: Sequence[str] | None,
-          extra: Callable[[argparse.ArgumentParser], None] | None = None):
-    """Parses the flags, picks ``settings["quick" | "full"]`` (``--seeds`` overrides its seeds)
-    and turns on the compilation cache. Returns ``(args, mode, setting)``."""
+def start(name: str, description: str,
+          settings: Mapping[str, dict] | Callable[[argparse.Namespace], Mapping[str, dict]],
+          argv: Sequence[str] | None, extra: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Parses the flags, picks ``settings["quick" | "full"]`` (``--seeds`` overrides its seeds;
+    ``settings`` may be a function of the parsed flags, when a flag selects them) and turns on
+    the compilation cache. Returns ``(args, mode, setting)``."""
     args = parse_args(name, description, argv, extra)
     mode = "quick" if args.quick else "full"
-    setting = dict(settings[mode])
+    setting = dict((settings(args) if callable(settings) else settings)[mode])
     setting["seeds"] = args.seeds or setting["seeds"]
     enable_compilation_cache()
     return args, mode, setting

@@ -1,8 +1,9 @@
 """Chooses the default IMRO variant on a validation split (never on test data).
 
-    python experiments/select_reliability.py [--quick] [--seeds N] [--variants A,B,...] [--out DIR]
+    python experiments/select_reliability.py [--dataset handwritten|synth_regression] [--quick] [--seeds N]
+        [--variants A,B,...] [--out DIR]
 
-UCI Handwritten: every variant is trained on ``train[:80%]`` of the fixed split (1280 samples)
+``--dataset handwritten`` (default), UCI Handwritten: every variant is trained on ``train[:80%]`` of the fixed split (1280 samples)
 and scored on the held-out ``train[80%:]`` (320 samples); the test split is never read. The
 conditions (each a mean over seeds):
 
@@ -12,8 +13,19 @@ conditions (each a mean over seeds):
 
 The selection score is the mean accuracy over these conditions; the variant with the highest
 score becomes ``imro_jax/configs/trimodal.py``'s default (``model.reliability`` and
-``model.modality_dropout``, shared by every fusion). Writes ``results.md``, ``results.json``
-and ``summary.json`` to ``--out`` (default ``experiments/results/select_reliability``).
+``model.modality_dropout``, shared by every fusion).
+
+``--dataset synth_regression``, the regression task of ``imro_synth``: the weight of the
+reliability vote (``model.reliability.decision``, the one option that acts differently on a
+Gaussian-mean prediction than on class logits) is chosen for
+``experiments/configs/synth_regression.py``. Each variant is trained on the train split, as the
+experiment trains it, and scored on the first 2000 samples of the builder's own validation split
+under the conditions of ``experiments/synth.py`` (``imro_jax.eval.protocols.modality_protocol``):
+clean, each modality's largest noise level, the missing patterns (mean), conflict and the six
+harder corruption kinds. The score is the mean MAE over these 12 conditions; the lowest wins.
+
+Writes ``results.md``, ``results.json`` and ``summary.json`` to ``--out`` (default
+``experiments/results/select_reliability``, or ``.../select_reliability_<dataset>``).
 """
 
 from __future__ import annotations
@@ -24,8 +36,9 @@ import jax
 import numpy as np
 
 import common
-from imro_jax.data import load_split
+from imro_jax.data import load_split, prepare_dataset
 from imro_jax.data.builders.handwritten import NUM_CLASSES, VIEWS
+from imro_jax.eval import protocols
 from imro_jax.eval import sweep as sweep_lib
 from imro_jax.eval import tables
 from imro_jax.eval.results_files import environment, summary_payload, write_results
@@ -60,10 +73,28 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
                           variants=("paper", "surprisal+agreement+dropout0.3+vote1.0"))}
+# synth_regression: the vote's weight beta (model.reliability.decision) on the experiment's config
+REGRESSION_VARIANTS = {f"vote{b:g}": {"model.reliability.decision": b} for b in (0.0, 0.5, 1.0)}
+REGRESSION_SETTINGS = {"full": dict(seeds=2, builder="default", eval_examples=2000, noise=protocols.SYNTH_NOISE,
+                                    variants=tuple(REGRESSION_VARIANTS)),
+                       "quick": dict(seeds=1, builder="small", eval_examples=128, noise=protocols.SYNTH_NOISE_QUICK,
+                                     variants=("vote0", "vote1"))}
 
 
-def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
-    """Validation accuracy of each predictor under each condition."""
+def handwritten_trained(args, setting, variant, seed):
+    return run_cache.train_or_reuse(common.load_config(
+        "handwritten", {**common.train_overrides(args), "data.train_split": TRAIN, **VARIANTS[variant], "seed": seed}),
+        args.workdir)
+
+
+def handwritten_validation(args, setting):
+    data = common.load_config("handwritten", {**common.train_overrides(args), "data.train_split": TRAIN}).data
+    prepare_dataset(data)
+    return load_split(data, VALIDATION)
+
+
+def handwritten_conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
+    """Validation accuracy (%) of each predictor under each condition."""
     subsets = sweep_lib.modality_subsets(VIEWS, 3)[:: setting["subset_stride"]]
     noise = sweep_lib.sweep(predictors, validation, corruption="gaussian", levels=setting["sigmas"], subsets=subsets,
                             seed=seed)
@@ -76,60 +107,112 @@ def conditions(predictors, validation, setting, seed) -> dict[str, dict[str, flo
         row = {"clean": clean[name]["accuracy"], "conflict": conflicted[name]["accuracy"],
                "missing3": missing.curve(name, "accuracy")[0]}
         row.update({f"noise@{s:.3g}": a for s, a in zip(setting["sigmas"], noise.curve(name, "accuracy"))})
-        out[name] = row
+        out[name] = {k: 100 * float(v) for k, v in row.items()}
     return out
 
 
-def variants_flag(parser) -> None:
-    parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: the "
-                                                       f"setting's); known: {', '.join(VARIANTS)}")
+def regression_overrides(args, setting) -> dict:
+    return {**common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS),
+            "data.builder_config": setting["builder"] + "_regression"}
 
 
-def chosen_variants(flag: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def regression_trained(args, setting, variant, seed):
+    return run_cache.train_or_reuse(common.load_config(
+        "synth_regression", {**regression_overrides(args, setting), **REGRESSION_VARIANTS[variant], "seed": seed}),
+        args.workdir)
+
+
+def regression_validation(args, setting):
+    """The validation samples and their classes (the conflict donors' key)."""
+    data = common.load_config("synth_regression", regression_overrides(args, setting)).data
+    class_data = common.load_config("trimodal", {**common.train_overrides(args),
+                                                 "data.builder_config": setting["builder"]}).data
+    return protocols.synth_eval_split(data, "validation", setting["eval_examples"], class_data)
+
+
+def regression_conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
+    """Validation MAE of each predictor under each condition (the summary columns of
+    ``experiments/synth.py`` without the oracles)."""
+    batch, classes = validation
+    result = protocols.modality_protocol(predictors, batch, noise=setting["noise"], seed=seed,
+                                         scorer=sweep_lib.regression_scorer, num_classes=int(np.max(classes)) + 1,
+                                         classes=classes)
+    return {name: protocols.modality_headline(result, name, "mae") for name in predictors}
+
+
+# dataset -> what differs: variants, settings, training, the validation data, the conditions, and
+# whether the score is better high (accuracy) or low (MAE)
+DATASETS = {
+    "handwritten": dict(variants=VARIANTS, settings=SETTINGS, trained=handwritten_trained,
+                        validation=handwritten_validation, conditions=handwritten_conditions, higher_is_better=True,
+                        title="Choosing the IMRO default on a validation split (Handwritten)",
+                        split=f"trained on `{TRAIN}`, scored on `{VALIDATION}`", unit="Accuracy %",
+                        target="`imro_jax/configs/trimodal.py`"),
+    "synth_regression": dict(variants=REGRESSION_VARIANTS, settings=REGRESSION_SETTINGS, trained=regression_trained,
+                             validation=regression_validation, conditions=regression_conditions,
+                             higher_is_better=False,
+                             title="Choosing the vote weight of IMRO on a validation split (imro_synth regression)",
+                             split="trained on `train`, scored on the first samples of `validation`",
+                             unit="MAE (lower is better)", target="`experiments/configs/synth_regression.py`"),
+}
+
+
+def extra_flags(parser) -> None:
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="handwritten",
+                        help="whose default is chosen (default %(default)s)")
+    parser.add_argument("--variants", default="", help="comma-separated subset of the dataset's variants (default: "
+                        f"the setting's); handwritten: {', '.join(VARIANTS)}; synth_regression: "
+                        f"{', '.join(REGRESSION_VARIANTS)}")
+
+
+def chosen_variants(flag: str, default: tuple[str, ...], known: dict) -> tuple[str, ...]:
     """The ``--variants`` subset, in the given order; an unknown name is an error naming it."""
     if not flag:
         return default
     names = tuple(n.strip() for n in flag.split(",") if n.strip())
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise SystemExit(f"--variants: unknown variant(s) {unknown or flag!r}; known: {', '.join(VARIANTS)}")
+        raise SystemExit(f"--variants: unknown variant(s) {unknown or flag!r}; known: {', '.join(known)}")
     return names
 
 
 def main(argv=None) -> dict:
-    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], SETTINGS, argv, extra=variants_flag)
-    setting["variants"] = chosen_variants(args.variants, setting["variants"])
-    overrides = {**common.train_overrides(args), "data.train_split": TRAIN}
-    base = common.load_config("handwritten", overrides)
-    validation = load_split(base.data, VALIDATION)
-    per_seed, variants = [], setting["variants"]
+    args, mode, setting = common.start(NAME, __doc__.splitlines()[0], lambda a: DATASETS[a.dataset]["settings"],
+                                       argv, extra=extra_flags)
+    dataset = DATASETS[args.dataset]
+    if args.dataset != "handwritten" and args.out == common.RESULTS / NAME:
+        args.out = common.RESULTS / f"{NAME}_{args.dataset}"
+    variants = chosen_variants(args.variants, setting["variants"], dataset["variants"])
+    validation = dataset["validation"](args, setting)
+    per_seed = []
     for seed in range(setting["seeds"]):
-        trained = {v: run_cache.train_or_reuse(
-                       common.load_config("handwritten", {**overrides, **VARIANTS[v], "seed": seed}), args.workdir)
-                   for v in variants}
+        trained = {v: dataset["trained"](args, setting, v, seed) for v in variants}
         predictors = {v: sweep_lib.model_predictor(t.model, t.variables) for v, t in trained.items()}
-        per_seed.append(conditions(predictors, validation, setting, seed))
-        print(f"[{NAME}] seed {seed}: " + ", ".join(
-            f"{v} {100 * np.mean(list(r.values())):.2f}" for v, r in per_seed[-1].items()), flush=True)
+        per_seed.append(dataset["conditions"](predictors, validation, setting, seed))
+        print(f"[{NAME}] {args.dataset} seed {seed}: " + ", ".join(
+            f"{v} {np.mean(list(r.values())):.3f}" for v, r in per_seed[-1].items()), flush=True)
     metrics = list(per_seed[0][variants[0]])
-    table = {v: {k: 100 * float(np.mean([s[v][k] for s in per_seed])) for k in metrics} for v in variants}
+    table = {v: {k: float(np.mean([s[v][k] for s in per_seed])) for k in metrics} for v in variants}
     for v in table:
         table[v]["score"] = float(np.mean([table[v][k] for k in metrics]))
-    best = max(table, key=lambda v: table[v]["score"])
-    label = common.run_label(mode, len(per_seed), SETTINGS[mode]["seeds"])
-    rows = [[f"**{v}**" if v == best else v, *(f"{table[v][k]:.2f}" for k in [*metrics, "score"])] for v in variants]
+    best = (max if dataset["higher_is_better"] else min)(table, key=lambda v: table[v]["score"])
+    label = common.run_label(mode, len(per_seed), dataset["settings"][mode]["seeds"])
+    digits = 2 if dataset["higher_is_better"] else 3
+    rows = [[f"**{v}**" if v == best else v, *(f"{table[v][k]:.{digits}f}" for k in [*metrics, "score"])]
+            for v in variants]
     markdown = "\n".join([
-        "# Choosing the IMRO default on a validation split (Handwritten)\n",
-        f"{label} run: {len(per_seed)} seed(s), trained on `{TRAIN}`, scored on `{VALIDATION}` (the test split is "
-        "never read). Accuracy %, mean over seeds; score = mean over the conditions.\n",
+        f"# {dataset['title']}\n",
+        f"{label} run: {len(per_seed)} seed(s), {dataset['split']} (the test split is never read). "
+        f"{dataset['unit']}, mean over seeds; score = mean over the conditions; the selected variant goes into "
+        f"{dataset['target']}.\n",
         tables.markdown_table(["variant", *metrics, "score"], rows), "",
-        f"Selected: **{best}** ({' '.join(f'{k}={v}' for k, v in VARIANTS[best].items())}).", "",
+        f"Selected: **{best}** ({' '.join(f'{k}={v}' for k, v in dataset['variants'][best].items())}).", "",
         f"Command: `{args.command}`",
     ])
-    payload = {"mode": mode, "variants": VARIANTS, "per_seed": per_seed, "table": table, "selected": best,
-               "environment": environment()}
+    payload = {"mode": mode, "dataset": args.dataset, "variants": {v: dataset["variants"][v] for v in variants},
+               "per_seed": per_seed, "table": table, "selected": best, "environment": environment()}
     write_results(args.out, payload, markdown,
-                  summary_payload(args.command, len(per_seed), table, selected=best))
+                  summary_payload(args.command, len(per_seed), table, selected=best, digits=digits))
     print(markdown)
     return payload
 

@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 import common
-from imro_jax.data import load_split, subset_rows
+from imro_jax.data import subset_rows
 from imro_jax.data.synth import MODALITIES, quality_matrix
 from imro_jax.eval import protocols
 from imro_jax.eval import reports
@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
         if test is None:
             class_data = None if args.task == "classification" else common.load_config(
                 "trimodal", {**overrides, "data.builder_config": setting["builder"]}).data
-            test, classes = test_split(models[methods[0]].config.data, class_data, setting["eval_examples"])
+            test, classes = protocols.synth_eval_split(models[methods[0]].config.data, "test",
+                                                       setting["eval_examples"], class_data)
         predictors = {m: sw.model_predictor(t.model, t.variables) for m, t in models.items()}
         caption_predictors = {m: sw.caption_predictor(t.model, t.variables) for m, t in captioners.items()}
         quality, num_classes = quality_matrix(test), int(np.max(classes)) + 1
@@ -115,21 +116,6 @@ def main(argv=None) -> dict:
         write_results(args.out, payload, markdown, summary)
     print(markdown)
     return payload
-
-
-def test_split(data_config, class_data_config, count: int) -> tuple[dict, np.ndarray]:
-    """The first ``count`` test samples and their classes. ``class_data_config`` is the
-    classification builder config of the same samples (a regression builder config holds the
-    classification one's samples plus the score): the classes, the conflict donors' key, are read
-    from it, after checking that its samples are the same."""
-    test = subset_rows(load_split(data_config, "test"), count)
-    if class_data_config is None:
-        return test, np.asarray(test["label"])
-    by_class = subset_rows(load_split(class_data_config, "test"), count)
-    if not np.array_equal(quality_matrix(by_class), quality_matrix(test)):
-        raise RuntimeError(f"{class_data_config.builder_config} and {data_config.builder_config} test splits "
-                           "hold other samples")
-    return test, np.asarray(by_class["label"])
 
 
 def _clean_table(per_seed, methods, metrics, part):
@@ -228,32 +214,21 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
                 if part in (args.task, "captions") else s[part]) for part in s}
         for s in per_seed
     ]
-    return payload, "\n".join(md), summary_numbers(per_seed, setting, methods, args.command, args.task)
+    return payload, "\n".join(md), summary_numbers(per_seed, methods, args.command, args.task)
 
 
-def summary_numbers(per_seed, setting, methods, command, task_name="classification") -> dict:
+def summary_numbers(per_seed, methods, command, task_name="classification") -> dict:
     """summary.json: the headline metric (classification: accuracy %; regression: MAE) of every
     README column, mean over seeds."""
     task = TASKS[task_name]
-    metric, scores = task["metric"], [s[task_name] for s in per_seed]
-    mean = lambda xs: task["scale"] * float(np.mean(xs))
     table = {}
     for m in methods:
-        row = {"clean": mean([c["clean"][m][metric] for c in scores]),
-               "missing": mean([np.mean(c["missing"].scores[m][metric]) for c in scores]),
-               "spearman": float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))}
-        for suffix in ("", sw.ORACLE_SUFFIX):  # the method, then its oracle
-            name = m + suffix
-            row["conflict" + suffix] = mean([c["conflict"][name][metric] for c in scores])
-            for modality, (_, levels) in setting["noise"].items():
-                row[f"noise:{modality}@{levels[-1]:g}{suffix}"] = mean(
-                    [c["noise"][modality].curve(name, metric)[-1] for c in scores])
-            for column in protocols.SYNTH_KINDS:
-                row[column + suffix] = mean([c["kinds"][column][name][metric] for c in scores])
-        table[m] = row
+        rows = [protocols.modality_headline(s[task_name], m, task["metric"]) for s in per_seed]
+        table[m] = {k: task["scale"] * float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        table[m]["spearman"] = float(np.mean([s["spearman"][m]["pooled"] for s in per_seed]))
     ceiling = float(np.mean([s["spearman_ceiling"]["pooled"] for s in per_seed]))
     return summary_payload(command, len(per_seed), table, digits=2 if task["scale"] == 100 else 3,
-                           metric=metric, spearman_ceiling=round(ceiling, 3))
+                           metric=task["metric"], spearman_ceiling=round(ceiling, 3))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ way share one function instead of importing each other.
   :data:`HANDWRITTEN_KINDS`, each with the oracle of every method (the corrupted views masked).
 * :func:`modality_protocol`: ``imro_synth``, noise on each modality alone at increasing levels,
   every missing-modality pattern, conflict (one modality of every sample from a class-(y+1)
-  donor) and the harder corruptions of :data:`SYNTH_KINDS`.
+  donor) and the harder corruptions of :data:`SYNTH_KINDS`; :func:`synth_eval_split` loads the
+  samples it scores and :func:`modality_headline` reads one number per condition out of it.
 
 The protocols are described with their sources in ``docs/protocols.md``.
 """
@@ -24,9 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from imro_jax.data import load_split, prepare_dataset, subset_rows
 from imro_jax.data.builders.handwritten import NUM_CLASSES as HANDWRITTEN_CLASSES
 from imro_jax.data.builders.handwritten import VIEWS as HANDWRITTEN_VIEWS
 from imro_jax.data.synth import MODALITIES as SYNTH_MODALITIES
+from imro_jax.data.synth import quality_matrix
 from imro_jax.eval import sweep as sw
 
 # Corruption kinds beyond Gaussian noise, each on 3 of the 6 Handwritten views (the noise
@@ -150,6 +153,69 @@ def modality_protocol(predictors: Predictors, test: dict, *, noise: Mapping[str,
         "missing": missing,
         "conflict": sw.score_predictors(predictors, conflicted, oracle=oracle, scorer=scorer),
     }
+
+
+def synth_eval_split(data_config, split: str, count: int, class_data_config=None) -> tuple[dict, np.ndarray]:
+    """The first ``count`` samples of an ``imro_synth`` split and the class of each.
+
+    A regression builder config holds the samples of its classification config plus the
+    continuous score in ``label``; the classes, the key of :func:`modality_protocol`'s conflict
+    donors, are then read from ``class_data_config`` (the classification builder config of the
+    same samples), after checking that it holds the same samples (equal quality matrices). Both
+    are built first if they are not yet (``imro_jax.data.prepare_dataset``).
+
+    Args:
+        data_config: the ``data`` section of the scored config.
+        split: ``"validation"`` (model selection) or ``"test"``.
+        count: how many samples (the first ones of the split).
+        class_data_config: the ``data`` section of the classification config of the same
+            samples; None when ``data_config`` is a classification config.
+
+    Returns:
+        ``(batch, classes int [count])``.
+
+    Raises:
+        RuntimeError: the two configs' splits hold other samples.
+    """
+    prepare_dataset(data_config)
+    batch = subset_rows(load_split(data_config, split), count)
+    if class_data_config is None:
+        return batch, np.asarray(batch["label"])
+    prepare_dataset(class_data_config)
+    by_class = subset_rows(load_split(class_data_config, split), count)
+    if not np.array_equal(quality_matrix(by_class), quality_matrix(batch)):
+        raise RuntimeError(f"{class_data_config.builder_config} and {data_config.builder_config} {split} splits "
+                           "hold other samples")
+    return batch, np.asarray(by_class["label"])
+
+
+def modality_headline(result: dict, method: str, metric: str) -> dict[str, float]:
+    """One number per condition of a :func:`modality_protocol` result, for one method: the
+    columns that the experiments' summaries and the model selection read.
+
+    Args:
+        result: one seed's :func:`modality_protocol` output.
+        method: a predictor name of it.
+        metric: the scorer's metric, e.g. ``"accuracy"`` or ``"mae"``.
+
+    Returns:
+        ``clean``; ``missing`` (mean over the missing-modality patterns); ``conflict``;
+        ``noise:<modality>@<last level>`` (``%g``) per modality; each :data:`SYNTH_KINDS` column;
+        and, where the method's oracle was scored, ``conflict``, the noise and the kinds columns
+        again with the ``+oracle`` suffix. Unscaled (accuracy as a fraction).
+    """
+    row = {"clean": float(result["clean"][method][metric]),
+           "missing": float(np.mean(result["missing"].scores[method][metric]))}
+    names = [method] + ([method + sw.ORACLE_SUFFIX] if method + sw.ORACLE_SUFFIX in result["conflict"] else [])
+    for name in names:
+        suffix = name[len(method):]
+        row["conflict" + suffix] = float(result["conflict"][name][metric])
+        for modality, sweep_result in sorted(result["noise"].items()):
+            level = sweep_result.levels[-1]
+            row[f"noise:{modality}@{level:g}{suffix}"] = float(sweep_result.curve(name, metric)[-1])
+        for column, scores in result["kinds"].items():
+            row[column + suffix] = float(scores[name][metric])
+    return row
 
 
 def _with_labels(test: dict, classes: np.ndarray) -> dict:

@@ -243,3 +243,46 @@ def test_protocol_conflict_with_a_regression_target_takes_donors_of_the_next_cla
     assert scores["mean"]["mae"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="integer class labels"):  # no classes: a float target cannot pick donors
         conflict_only({"mean": predictor}, test)
+
+
+def test_modality_headline_reads_each_condition(batch):
+    from imro_jax.eval import protocols
+
+    label = batch["label"]
+
+    def accuracy_without(dropped):  # sum_of_present's accuracy with the views `dropped` masked, by numpy
+        logits = sum(np.asarray(batch[v], np.float64) for v in VIEWS if v not in dropped)
+        return float(np.mean(np.argmax(logits, 1) == label))
+
+    result = protocols.modality_protocol({"late": sum_of_present}, batch, noise={"a": ("missing", [0.0, 1.0])},
+                                         seed=0, oracle=["late"], num_classes=K, kinds=False, modalities=VIEWS)
+    row = protocols.modality_headline(result, "late", "accuracy")
+    assert set(row) == {"clean", "missing", "conflict", "conflict+oracle", "noise:a@1", "noise:a@1+oracle"}
+    assert row["clean"] == pytest.approx(accuracy_without(()))
+    subsets = [s for r in (1, 2) for s in itertools.combinations(VIEWS, r)]
+    assert row["missing"] == pytest.approx(np.mean([accuracy_without(s) for s in subsets]))
+    assert row["noise:a@1"] == pytest.approx(accuracy_without(("a",)))
+    assert row["noise:a@1+oracle"] == pytest.approx(accuracy_without(("a",)))
+    assert 0.0 <= row["conflict"] <= 1.0
+
+
+def test_synth_eval_split_takes_classes_from_the_classification_config(monkeypatch):
+    import ml_collections
+
+    from imro_jax.eval import protocols
+
+    quality = np.arange(12, dtype=np.float32).reshape(4, 3)
+    splits = {("cls", "validation"): {"label": np.array([0, 1, 2, 3]), "quality": quality},
+              ("reg", "validation"): {"label": np.array([0.1, 0.9, 2.2, 2.8]), "quality": quality},
+              ("other", "validation"): {"label": np.array([0, 1, 2, 3]), "quality": quality + 1}}
+    monkeypatch.setattr(protocols, "load_split", lambda config, split: splits[(config.builder_config, split)])
+    monkeypatch.setattr(protocols, "quality_matrix", lambda b: np.asarray(b["quality"]))
+    monkeypatch.setattr(protocols, "prepare_dataset", lambda config: None)
+    data = lambda name: ml_collections.ConfigDict({"builder_config": name})
+    batch, classes = protocols.synth_eval_split(data("reg"), "validation", 3, data("cls"))
+    np.testing.assert_array_equal(classes, [0, 1, 2])
+    np.testing.assert_allclose(batch["label"], [0.1, 0.9, 2.2])
+    batch, classes = protocols.synth_eval_split(data("cls"), "validation", 2)
+    np.testing.assert_array_equal(classes, [0, 1])
+    with pytest.raises(RuntimeError, match="other and reg validation splits hold other samples"):
+        protocols.synth_eval_split(data("reg"), "validation", 3, data("other"))

@@ -144,6 +144,20 @@ def test_select_reliability_quick(shared):
     assert summary["command"] == "python experiments/select_reliability.py --quick" and summary["seeds"] == 1
 
 
+def test_select_reliability_synth_regression_quick(shared):
+    payload, markdown, out = run_quick(shared, "select_reliability", "--dataset", "synth_regression")
+    assert payload["dataset"] == "synth_regression"
+    table = payload["table"]
+    assert set(table) == {"vote0", "vote1"}
+    for row in table.values():  # 12 conditions of MAE: clean, missing, conflict, 3 noise columns, 6 kinds
+        conditions = [v for k, v in row.items() if k != "score"]
+        assert len(conditions) == 12 and all(v > 0 for v in conditions)
+        assert not any(k.endswith("+oracle") for k in row)
+        assert row["score"] == pytest.approx(sum(conditions) / len(conditions))
+    assert payload["selected"] == min(table, key=lambda v: table[v]["score"])  # MAE: lower wins
+    assert "MAE (lower is better)" in markdown
+
+
 def test_select_reliability_names_an_unknown_variant(shared, tmp_path):
     command = [sys.executable, str(REPO / "experiments" / "select_reliability.py"), "--quick",
                "--variants", "paper,no-such-variant", "--out", str(tmp_path / "out")]
