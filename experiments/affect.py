@@ -49,7 +49,7 @@ PUBLISHED = {
     "cmu_mosi": {"acc7": 0.400, "acc2_non0": 0.830, "f1_non0": 0.828, "mae": 0.871, "corr": 0.698},
 }
 PUBLISHED_NOTE = {"cmu_mosei": "read in a comparison table citing MulT (docs/protocols.md)",
-                  "cmu_mosi": "from memory, unchecked (docs/protocols.md)"}
+                  "cmu_mosi": "read in a comparison table that cites MulT, not in its paper (docs/protocols.md)"}
 CORRUPTIONS = ("missing", "gaussian", "snr", "blank")
 SETTINGS = {
     "full": dict(seeds=3, regression=None, class7=None, levels={
