@@ -43,6 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.modalities = {m: dict(encoder="feature", input_dim=d) for m, d in CmuMosei.DIMS.items()}
 
     # ---- loss / optimizer / train / checkpoint: trimodal.py's, except ----
+    # imro predicts with its R-scaled token fusion, without the unimodal heads' vote, as for the
+    # regression task of imro_synth, where this was chosen on validation
+    # (experiments/results/select_reliability_synth_regression): averaging unimodal means cannot add up
+    # what only one modality carries, as a product of class likelihoods does. Not chosen on CMU data:
+    # none is available here.
+    config.model.reliability.decision = 0.0
     config.loss.regression_loss = "l1"  # MulT's L1Loss on the score
     config.optimizer.warmup_steps = 100
     config.train.num_steps = 5000  # about 10 epochs of MOSEI at batch 32 (MulT: 40 epochs at 24)

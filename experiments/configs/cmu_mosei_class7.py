@@ -22,6 +22,7 @@ def seven_class(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.task = "classification"
     del config.model["label_variance"]  # regression-only key
     config.model.num_classes = NUM_CLASSES
+    config.model.reliability.decision = 1.0  # classification: the vote, as imro_jax/configs/trimodal.py
     config.checkpoint.best_metric = "eval/accuracy"
     config.checkpoint.best_mode = "max"
     return config

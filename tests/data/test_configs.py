@@ -42,6 +42,15 @@ def test_affect_configs_match_the_builders(name, builder):
     assert config.model.task == "regression"  # seven_class copies
 
 
+@pytest.mark.parametrize("name", ["trimodal", "handwritten", "cmu_mosei", "cmu_mosi", "cmu_mosei_class7",
+                                  "synth_regression"])
+def test_regression_configs_predict_without_the_vote(name):
+    # chosen on imro_synth's validation split per task (experiments/results/select_reliability*)
+    config = _load(name).get_config()
+    expected = 0.0 if config.model.task == "regression" else 1.0
+    assert config.model.reliability.decision == expected
+
+
 def test_synth_regression_config_matches_its_builder_config():
     config = _load("synth_regression").get_config()
     builder_configs = {c.name: c for c in imro_synth.ImroSynth.BUILDER_CONFIGS}
