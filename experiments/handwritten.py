@@ -102,27 +102,26 @@ def main(argv=None) -> dict:
         clean = {m: round(100 * v["accuracy"], 2) for m, v in per_seed[-1]["clean"].items()}
         print(f"[{NAME}] seed {seed}: clean accuracy {clean}", flush=True)
         if seed + 1 < setting["seeds"]:  # interim results after every seed (labelled REDUCED)
-            interim = summarize(per_seed, methods, setting, mode, steps, args)
-            write_results(args.out, interim["payload"], interim["markdown"], interim["summary"])
+            write_results(args.out, *summarize(per_seed, methods, setting, mode, steps, args))
 
-    result = summarize(per_seed, methods, setting, mode, steps, args)
+    payload, markdown, summary_json = summarize(per_seed, methods, setting, mode, steps, args)
     if first_imro is not None:
-        report = reports.reliability_report(
+        payload["reliability_report"] = reports.reliability_report(
             first_imro.model, subset_rows(test, 200), args.out / "reliability_report.png",
             variables=first_imro.variables, levels=setting["sigmas"][:: max(1, len(setting["sigmas"]) // 5)],
             num_examples=3,
         )
-        result["payload"]["reliability_report"] = report
-    write_results(args.out, result["payload"], result["markdown"], result["summary"])
-    print(result["markdown"])
-    return result["payload"]
+    write_results(args.out, payload, markdown, summary_json)
+    print(markdown)
+    return payload
 
 
 def _column(per_seed, part, method, metric):
     return [s[part][method][metric] for s in per_seed]
 
 
-def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
+def summarize(per_seed, methods, setting, mode, steps, args) -> tuple[dict, str, dict]:
+    """``(results.json payload, results.md, summary.json)`` of the seeds done so far; writes the plots."""
     sigmas = setting["sigmas"]
     seeds = len(per_seed)
     label = (f"{common.run_label(mode, seeds, SETTINGS[mode]['seeds'])} run: {seeds} seed(s), "
@@ -198,8 +197,7 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
         "kinds": KINDS,
         "noise_aggregate": aggregated, "verdict": verdicts, "environment": environment(),
     }
-    return {"payload": payload, "markdown": "\n".join(lines),
-            "summary": summary(per_seed, methods, aggregated, sigmas, args.command)}
+    return payload, "\n".join(lines), summary(per_seed, methods, aggregated, sigmas, args.command)
 
 
 def summary(per_seed, methods, aggregated, sigmas, command) -> dict:
