@@ -147,7 +147,7 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
            rho, ""]
 
     payload = {"mode": mode, "task": args.task, "seeds": seeds, "steps": steps, "methods": methods,
-               "caption_methods": caption_methods, "setting": {k: v for k, v in setting.items()},
+               "caption_methods": caption_methods, "setting": setting,
                "environment": environment(), "tables": {}}
     caption_task = dict(TASKS["classification"], metric="token_accuracy", reference=None)
     parts = [(args.task, methods, task)] + ([("captions", caption_methods, caption_task)] if caption_methods else [])

@@ -22,10 +22,10 @@ from imro_jax.data import datasets, make_pipeline
 from imro_jax.eval.tables import markdown_table
 
 
-def measure_pipeline(data_config, *, split: str = "train", num_batches: int = 50, warmup: int = 5) -> dict:
+def measure_pipeline(data_config, *, num_batches: int = 50, warmup: int = 5) -> dict:
     """Times ``num_batches`` training batches of ``make_pipeline`` after ``warmup``: ``examples_per_s``,
     ``batches_per_s``, ``mb_per_s`` and ``batch_size``."""
-    iterator = make_pipeline(data_config, split=split, train=True, seed=0)
+    iterator = make_pipeline(data_config, split="train", train=True, seed=0)
     try:
         perf.pull_batches(iterator, warmup)
         seconds, examples, nbytes = perf.pull_batches(iterator, num_batches)
