@@ -115,11 +115,12 @@ def main(argv=None) -> dict:
         parser.add_argument("--datasets", nargs="+", choices=tuple(CONFIGS), default=None,
                             help="datasets to run (default: both; --quick: handwritten)")))
     setting["datasets"] = tuple(args.datasets or setting["datasets"])
-    numbers = {}  # dataset -> variant -> list over seeds of {column: value}
+    numbers, steps = {}, {}  # dataset -> variant -> list over seeds of {column: value}; dataset -> train steps
     for dataset in setting["datasets"]:
         overrides = common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS if dataset == "synth" else None)
         if dataset == "synth":
             overrides["data.builder_config"] = setting["synth"]["builder"]
+        steps[dataset] = common.load_config(CONFIGS[dataset], overrides).train.num_steps
         data = None
         numbers[dataset] = {v: [] for v in setting["variants"]}
         for seed in range(setting["seeds"]):
@@ -130,19 +131,18 @@ def main(argv=None) -> dict:
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
-            payload, markdown = write(numbers, setting, mode, args)  # after every seed: a killed run keeps its seeds
+            payload, markdown = write(numbers, steps, mode, args)  # after every seed: a killed run keeps its seeds
     print(markdown)
     return payload
 
 
-def write(numbers, setting, mode, args) -> tuple[dict, str]:
+def write(numbers, steps, mode, args) -> tuple[dict, str]:
     """Writes the results of the seeds done so far (a dataset in progress counts its finished seeds)."""
     done = {d: {v: seeds[:min(map(len, by_variant.values()))] for v, seeds in by_variant.items()}
             for d, by_variant in numbers.items()}
     done = {d: by_variant for d, by_variant in done.items() if min(map(len, by_variant.values()))}
     seeds = {d: len(next(iter(by_variant.values()))) for d, by_variant in done.items()}
-    steps = {d: common.load_config(CONFIGS[d], common.train_overrides(
-        args, full_steps=protocols.SYNTH_TRAIN_STEPS if d == "synth" else None)).train.num_steps for d in done}
+    steps = {d: steps[d] for d in done}
     markdown = render(done, seeds, mode, steps, args.command)
     payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS,
                "numbers": done, "environment": environment()}

@@ -134,8 +134,8 @@ def main(argv=None) -> dict:
     return summary_methods
 
 
-def _values(per_seed, task, method, metric, part="clean"):
-    return [s[task][part][method][metric] for s in per_seed]
+def _values(per_seed, task, method, metric):
+    return [s[task]["clean"][method][metric] for s in per_seed]
 
 
 def _column(per_seed, task, corruption, method, metric, subset, level) -> list[float]:
@@ -209,8 +209,7 @@ def payload(per_seed, methods, args, mode, setting) -> dict:
     return {
         "mode": mode, "dataset": args.dataset, "seeds": len(per_seed), "methods": methods,
         "levels": setting["levels"], "published": PUBLISHED[args.dataset], "command": args.command,
-        "per_seed": [{task: {"clean": r["clean"], "sweeps": {k: v.to_json() for k, v in r["sweeps"].items()}}
-                      for task, r in seed.items()} for seed in per_seed],
+        "per_seed": per_seed,  # SweepResults as to_json() writes them
         "environment": environment(),
     }
 

@@ -98,32 +98,30 @@ def main(argv=None) -> dict:
             test = load_split(base.data, "test")
             train_batch = load_split(base.data, "train")
         per_seed.append(evaluate_seed(trained, test, train_batch, seed, setting))
-        if first_imro is None and "imro" in trained:
-            first_imro = trained["imro"]
+        first_imro = first_imro or trained.get("imro")
         clean = {m: round(100 * v["accuracy"], 2) for m, v in per_seed[-1]["clean"].items()}
         print(f"[{NAME}] seed {seed}: clean accuracy {clean}", flush=True)
         if seed + 1 < setting["seeds"]:  # interim results after every seed (labelled REDUCED)
-            interim = summarize(per_seed, methods, setting, mode, steps, args)
-            write_results(args.out, interim["payload"], interim["markdown"], interim["summary"])
+            write_results(args.out, *summarize(per_seed, methods, setting, mode, steps, args))
 
-    result = summarize(per_seed, methods, setting, mode, steps, args)
+    payload, markdown, summary_json = summarize(per_seed, methods, setting, mode, steps, args)
     if first_imro is not None:
-        report = reports.reliability_report(
+        payload["reliability_report"] = reports.reliability_report(
             first_imro.model, subset_rows(test, 200), args.out / "reliability_report.png",
             variables=first_imro.variables, levels=setting["sigmas"][:: max(1, len(setting["sigmas"]) // 5)],
             num_examples=3,
         )
-        result["payload"]["reliability_report"] = report
-    write_results(args.out, result["payload"], result["markdown"], result["summary"])
-    print(result["markdown"])
-    return result["payload"]
+    write_results(args.out, payload, markdown, summary_json)
+    print(markdown)
+    return payload
 
 
 def _column(per_seed, part, method, metric):
     return [s[part][method][metric] for s in per_seed]
 
 
-def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
+def summarize(per_seed, methods, setting, mode, steps, args) -> tuple[dict, str, dict]:
+    """``(results.json payload, results.md, summary.json)`` of the seeds done so far; writes the plots."""
     sigmas = setting["sigmas"]
     seeds = len(per_seed)
     label = (f"{common.run_label(mode, seeds, SETTINGS[mode]['seeds'])} run: {seeds} seed(s), "
@@ -157,13 +155,12 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
               "accuracy curve with the level index i/10 as the MultiBench level; effective robustness: "
               "sum over levels of the gain over late fusion shifted to the same clean accuracy.\n",
               noise_md, ""]
-    kind_rows = [[name, *(tables.fmt([s["kinds"][k][name]["accuracy"] for s in per_seed], digits=1) for k in KINDS)]
-                 for name in [*methods, *(m + sweep_lib.ORACLE_SUFFIX for m in methods)]]
+    names = list(aggregated)  # the methods, then their oracles
+    kinds = tables.seed_table(per_seed, names, KINDS, lambda s, name, k: s["kinds"][k][name]["accuracy"], digits=1)
     lines += ["## Other corruptions of 3 of 6 views, accuracy %\n",
               "Same view triples as the noise sweep. " + "; ".join(
                   f"`{k}`: `{c}` at level {lv:g}" for k, (c, lv) in KINDS.items()) +
-              " (`imro_jax/data/corruptions.py`). `+oracle`: the corrupted views masked as missing.\n",
-              tables.markdown_table(["method", *KINDS], kind_rows), ""]
+              " (`imro_jax/data/corruptions.py`). `+oracle`: the corrupted views masked as missing.\n", kinds, ""]
     verdicts = verdict(per_seed, methods, aggregated, sigmas)
     lines += ["## Verdict against the targets (computed from the numbers above)\n", *[f"- {v}" for v in verdicts], "",
               "Protocol notes: the conflictive test follows the RCML code (`rcml_conflictive` in "
@@ -196,21 +193,19 @@ def summarize(per_seed, methods, setting, mode, steps, args) -> dict:
     payload = {
         "mode": mode, "seeds": seeds, "steps": steps, "methods": methods, "sigmas": sigmas,
         "published": [dict(zip(("method", "clean", "conflictive"), p)) for p in PUBLISHED],
-        "per_seed": [{k: (v.to_json() if k == "noise" else v) for k, v in s.items()} for s in per_seed],
+        "per_seed": per_seed,  # SweepResults as to_json() writes them
         "kinds": KINDS,
         "noise_aggregate": aggregated, "verdict": verdicts, "environment": environment(),
     }
-    return {"payload": payload, "markdown": "\n".join(lines),
-            "summary": summary(per_seed, methods, aggregated, sigmas, args.command)}
+    return payload, "\n".join(lines), summary(per_seed, methods, aggregated, sigmas, args.command)
 
 
 def summary(per_seed, methods, aggregated, sigmas, command) -> dict:
     """The numbers the README quotes, as ``summary.json`` (accuracy in %, means over seeds)."""
     table = {}
     for m in methods:
-        row = {"clean": 100 * np.mean(_column(per_seed, "clean", m, "accuracy")),
-               "conflictive": 100 * np.mean(_column(per_seed, "conflictive", m, "accuracy")),
-               "conflict_only": 100 * np.mean(_column(per_seed, "conflict_only", m, "accuracy"))}
+        row = {part: 100 * np.mean(_column(per_seed, part, m, "accuracy"))
+               for part in ("clean", "conflictive", "conflict_only")}
         for i, sigma in enumerate(sigmas):
             row[f"noise@{sigma:.3g}"] = 100 * aggregated[m]["mean"][i]
             row[f"noise@{sigma:.3g}+oracle"] = 100 * aggregated[m + sweep_lib.ORACLE_SUFFIX]["mean"][i]

@@ -34,6 +34,7 @@ import time
 import jax
 import numpy as np
 
+from imro_jax.eval import tables
 from imro_jax.info import staircase
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -70,15 +71,11 @@ def markdown_report(stats: dict, config: dict, runtime_s: float) -> str:
         "",
     ]
     for critic_name, critic_stats in stats.items():
+        rows = [[TITLES[bound], *(f"{s['bias']:+.2f} / {s['variance']:.2f}"
+                                  + (f" ({s['non_finite']} non-finite)" if s["non_finite"] else "")
+                                  for s in critic_stats[bound])] for bound in BOUNDS]
         lines += [f"## {critic_name} critic {config['critics'][critic_name]}", "",
-                  "| bound | " + " | ".join(f"MI {mi:g}" for mi in MI_LEVELS) + " |",
-                  "|---|" + "---|" * len(MI_LEVELS)]
-        for bound in BOUNDS:
-            cells = [f"{s['bias']:+.2f} / {s['variance']:.2f}"
-                     + (f" ({s['non_finite']} non-finite)" if s["non_finite"] else "")
-                     for s in critic_stats[bound]]
-            lines.append(f"| {TITLES[bound]} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  tables.markdown_table(["bound", *(f"MI {mi:g}" for mi in MI_LEVELS)], rows), ""]
     return "\n".join(lines)
 
 

@@ -46,10 +46,8 @@ def main(argv=None) -> dict:
     argv = with_default_out(list(sys.argv[1:] if argv is None else argv))
     args = common.parse_args(NAME, __doc__.splitlines()[0], argv)
     run_cache.enable_compilation_cache()
-    steps = args.steps or (common.QUICK_STEPS if args.quick else 300)
-    overrides = {**common.train_overrides(args), "train.num_steps": steps,
-                 "optimizer.warmup_steps": max(1, min(20, steps // 8)),
-                 "data.builder_config": "small"}
+    overrides = {**common.train_overrides(args, full_steps=300), "data.builder_config": "small"}
+    steps = overrides["train.num_steps"]
     if not args.quick:  # --quick keeps the shared quick overrides, so it reuses synth.py's quick run
         overrides["train.log_every"] = max(1, steps // 10)
     base = common.load_config("trimodal", overrides)

@@ -81,14 +81,12 @@ REGRESSION_SETTINGS = {"full": dict(seeds=2, builder="default", eval_examples=20
                                      variants=("vote0", "vote1"))}
 
 
-def handwritten_trained(args, setting, variant, seed):
-    return run_cache.train_or_reuse(common.load_config(
-        "handwritten", {**common.train_overrides(args), "data.train_split": TRAIN, **VARIANTS[variant], "seed": seed}),
-        args.workdir)
+def handwritten_overrides(args, setting) -> dict:
+    return {**common.train_overrides(args), "data.train_split": TRAIN}
 
 
 def handwritten_validation(args, setting):
-    data = common.load_config("handwritten", {**common.train_overrides(args), "data.train_split": TRAIN}).data
+    data = common.load_config("handwritten", handwritten_overrides(args, setting)).data
     prepare_dataset(data)
     return load_split(data, VALIDATION)
 
@@ -116,12 +114,6 @@ def regression_overrides(args, setting) -> dict:
             "data.builder_config": setting["builder"] + "_regression"}
 
 
-def regression_trained(args, setting, variant, seed):
-    return run_cache.train_or_reuse(common.load_config(
-        "synth_regression", {**regression_overrides(args, setting), **REGRESSION_VARIANTS[variant], "seed": seed}),
-        args.workdir)
-
-
 def regression_validation(args, setting):
     """The validation samples and their classes (the conflict donors' key)."""
     data = common.load_config("synth_regression", regression_overrides(args, setting)).data
@@ -140,17 +132,17 @@ def regression_conditions(predictors, validation, setting, seed) -> dict[str, di
     return {name: protocols.modality_headline(result, name, "mae") for name in predictors}
 
 
-# dataset -> what differs: variants, settings, training, the validation data, the conditions, and
-# whether the score is better high (accuracy) or low (MAE)
+# dataset -> what differs: variants, settings, the config and its overrides (a variant's go on top), the
+# validation data, the conditions, and whether the score is better high (accuracy) or low (MAE)
 DATASETS = {
-    "handwritten": dict(variants=VARIANTS, settings=SETTINGS, trained=handwritten_trained,
+    "handwritten": dict(variants=VARIANTS, settings=SETTINGS, config="handwritten", overrides=handwritten_overrides,
                         validation=handwritten_validation, conditions=handwritten_conditions, higher_is_better=True,
                         title="Choosing the IMRO default on a validation split (Handwritten)",
                         split=f"trained on `{TRAIN}`, scored on `{VALIDATION}`", unit="Accuracy %",
                         target="`imro_jax/configs/trimodal.py`"),
-    "synth_regression": dict(variants=REGRESSION_VARIANTS, settings=REGRESSION_SETTINGS, trained=regression_trained,
-                             validation=regression_validation, conditions=regression_conditions,
-                             higher_is_better=False,
+    "synth_regression": dict(variants=REGRESSION_VARIANTS, settings=REGRESSION_SETTINGS, config="synth_regression",
+                             overrides=regression_overrides, validation=regression_validation,
+                             conditions=regression_conditions, higher_is_better=False,
                              title="Choosing the vote weight of IMRO on a validation split (imro_synth regression)",
                              split="trained on `train`, scored on the first samples of `validation`",
                              unit="MAE (lower is better)", target="`experiments/configs/synth_regression.py`"),
@@ -186,7 +178,9 @@ def main(argv=None) -> dict:
     validation = dataset["validation"](args, setting)
     per_seed = []
     for seed in range(setting["seeds"]):
-        trained = {v: dataset["trained"](args, setting, v, seed) for v in variants}
+        overrides = dataset["overrides"](args, setting)
+        trained = {v: run_cache.train_or_reuse(common.load_config(
+            dataset["config"], {**overrides, **dataset["variants"][v], "seed": seed}), args.workdir) for v in variants}
         predictors = {v: sweep_lib.model_predictor(t.model, t.variables) for v, t in trained.items()}
         per_seed.append(dataset["conditions"](predictors, validation, setting, seed))
         print(f"[{NAME}] {args.dataset} seed {seed}: " + ", ".join(

@@ -119,18 +119,10 @@ def main(argv=None) -> dict:
 
 
 def _clean_table(per_seed, methods, metrics, part):
-    header = ["method", *metrics]
-    rows = [[m, *(tables.fmt([s[part]["clean"][m][k] for s in per_seed], scale=100 if k in
-                             ("accuracy", "token_accuracy", "exact_match") else 1,
-                             digits=1 if k in ("accuracy", "token_accuracy", "exact_match") else 3)
-                  for k in metrics)] for m in methods]
-    return tables.markdown_table(header, rows)
-
-
-def _scores_table(per_seed, part, key, names, metric, task):
-    rows = [[m, tables.fmt([s[part][key][m][metric] for s in per_seed], scale=task["scale"], digits=task["digits"])]
-            for m in names]
-    return tables.markdown_table(["method", f"{metric} {task['unit']}"], rows)
+    """Clean test scores: accuracies in % (1 decimal), the other metrics as they are (3 decimals)."""
+    percent = ("accuracy", "token_accuracy", "exact_match")
+    return tables.seed_table(per_seed, methods, metrics, lambda s, m, k: s[part]["clean"][m][k],
+                             scale=lambda k: 100 if k in percent else 1, digits=lambda k: 1 if k in percent else 3)
 
 
 def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, imro, args):
@@ -143,22 +135,19 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
           "Mean +- std over seeds.\n"]
     md += ["## Clean test\n", _clean_table(per_seed, methods, task["clean"], args.task), ""]
 
-    rho_rows = []
-    for m in methods:
-        rho_rows.append([m, *(tables.fmt([s["spearman"][m][k] for s in per_seed], scale=1, digits=3)
-                              for k in ("pooled", "within_sample", *MODALITIES))])
-    rho_rows.append([CEILING, *(tables.fmt([s["spearman_ceiling"][k] for s in per_seed], scale=1, digits=3)
-                                for k in ("pooled", "within_sample", *MODALITIES))])
+    rho = tables.seed_table(per_seed, [*methods, CEILING], ("pooled", "within_sample", *MODALITIES),
+                            lambda s, m, k: (s["spearman_ceiling"] if m == CEILING else s["spearman"][m])[k],
+                            scale=1, digits=3)
     md += ["## Interpretability: Spearman(R[b, m], ground-truth q[b, m]) on the clean test set\n",
            "`pooled`: over all (sample, modality) pairs; `within_sample`: mean over samples of the rank "
            "correlation across the 3 modalities; n/a: the weights are constant (uniform, concat, late). "
            f"`{CEILING}`: the weights q[b, m] / sum_m' q[b, m'] (reports.simplex_quality_ceiling), the "
            "best a weight on the simplex can reach pooled: weights sum to 1 even when every modality "
            "of a sample is poor.\n",
-           tables.markdown_table(["method", "pooled", "within_sample", *MODALITIES], rho_rows), ""]
+           rho, ""]
 
     payload = {"mode": mode, "task": args.task, "seeds": seeds, "steps": steps, "methods": methods,
-               "caption_methods": caption_methods, "setting": {k: v for k, v in setting.items()},
+               "caption_methods": caption_methods, "setting": setting,
                "environment": environment(), "tables": {}}
     caption_task = dict(TASKS["classification"], metric="token_accuracy", reference=None)
     parts = [(args.task, methods, task)] + ([("captions", caption_methods, caption_task)] if caption_methods else [])
@@ -178,22 +167,22 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
             reports.plot_curves(levels, curves, out / f"{part}_noise_{m}.png", xlabel=f"{m} {name} level",
                                 ylabel=f"{metric} {spec['unit']}", title=f"imro_synth {part}: {m} corrupted",
                                 bands={k: v["std"] * scale for k, v in numbers.items()})
-        missing = [s[part]["missing"] for s in per_seed]
-        rows = []
-        for j, subset in enumerate(missing[0].subsets):
-            rows.append(["+".join(subset), *(tables.fmt([r.scores[m][metric][0, j] for r in missing], scale=scale,
-                                                        digits=digits) for m in names)])
-        md += [f"## {part.capitalize()}: missing modalities ({metric} {spec['unit']})\n",
-               tables.markdown_table(["dropped", *names], rows), ""]
-        md += [f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
-               _scores_table(per_seed, part, "conflict", oracles, metric, spec), ""]
+        subsets = per_seed[0][part]["missing"].subsets
+        missing = tables.seed_table(per_seed, range(len(subsets)), names,
+                                    lambda s, j, m: s[part]["missing"].scores[m][metric][0, j],
+                                    header=["dropped", *names], labels=["+".join(x) for x in subsets],
+                                    scale=scale, digits=digits)
+        conflict = tables.seed_table(per_seed, oracles, [metric], lambda s, m, k: s[part]["conflict"][m][k],
+                                     header=["method", f"{metric} {spec['unit']}"], scale=scale, digits=digits)
+        md += [f"## {part.capitalize()}: missing modalities ({metric} {spec['unit']})\n", missing, "",
+               f"## {part.capitalize()}: conflict (one modality from a class-(y+1) sample, every test sample)\n",
+               conflict, ""]
     metric = task["metric"]
-    kind_rows = [[m, *(tables.fmt([s[args.task]["kinds"][c][m][metric] for s in per_seed], scale=task["scale"],
-                                  digits=task["digits"]) for c in protocols.SYNTH_KINDS)]
-                 for m in [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)]]
+    kinds = tables.seed_table(per_seed, [*methods, *(m + sw.ORACLE_SUFFIX for m in methods)], protocols.SYNTH_KINDS,
+                              lambda s, m, c: s[args.task]["kinds"][c][m][metric], scale=task["scale"],
+                              digits=task["digits"])
     md += [f"## {args.task.capitalize()}: harder corruptions, one modality at a time ({metric} {task['unit']})\n",
-           "`+oracle`: the corrupted modality masked as missing.\n",
-           tables.markdown_table(["method", *protocols.SYNTH_KINDS], kind_rows), ""]
+           "`+oracle`: the corrupted modality masked as missing.\n", kinds, ""]
     if caption_methods:
         md += ["## Captions on the clean test set\n",
                _clean_table(per_seed, caption_methods, ("token_accuracy", "exact_match"), "captions"), ""]
@@ -208,12 +197,7 @@ def summarize(per_seed, setting, mode, steps, methods, caption_methods, test, im
         md += ["## Plots\n", "![R vs quality](imro_r_vs_quality.png)", "![IMRO reliability report](reliability_report.png)",
                *(f"![{p} {m}]({p}_noise_{m}.png)" for p, _, _ in parts for m in MODALITIES), ""]
     md += [f"Command: `{args.command}`"]
-    payload["per_seed"] = [
-        {part: ({k: ({m: r.to_json() for m, r in v.items()} if k == "noise" else
-                     v.to_json() if k == "missing" else v) for k, v in s[part].items()}
-                if part in (args.task, "captions") else s[part]) for part in s}
-        for s in per_seed
-    ]
+    payload["per_seed"] = per_seed  # SweepResults as to_json() writes them
     return payload, "\n".join(md), summary_numbers(per_seed, methods, args.command, args.task)
 
 

@@ -1,28 +1,21 @@
-"""Plumbing the benchmark scripts share: configs by name, the command line and the `RESULTS.md` log.
+"""Plumbing the benchmark scripts share: configs by name, the command line and the `RESULTS.md` log
+(written by `imro_jax.perf.Report`, one section per benchmark).
 
-The measuring is library code (`imro_jax.perf`): every benchmark builds its steps with
-`imro_jax.perf.build_step_bench`, i.e. `imro_jax.train.runtime.build_runtime`, the function
-`imro train` builds its runtime with, so what is timed is the production step by construction,
-and compares variants with `imro_jax.perf.interleaved_timings` (interleaved rounds, paired
-ratios, median [IQR]). Nothing here imports `imro_jax.data` (grain, TFDS): the GPU image has
-neither, and synthetic batches of the right shapes are all a step benchmark needs.
+The measuring is library code: steps from `imro_jax.perf.build_step_bench` (the production step of
+`build_runtime`), variants timed by `imro_jax.perf.interleaved_timings`. Nothing here imports
+`imro_jax.data` (grain, TFDS): the GPU image has neither, and a step benchmark needs synthetic batches only.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import pathlib
-import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
-from imro_jax.eval import results_files
-from imro_jax.perf import load_average, machine_info
 from imro_jax.train import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -49,55 +42,9 @@ def variant(config: ml_collections.ConfigDict, **model_changes: Any) -> ml_colle
     return config_lib.with_overrides(config, {f"model.{key}": value for key, value in model_changes.items()})
 
 
-class Report:
-    """Collects a benchmark's table and notes; prints them and writes them to the results log.
-
-    The log (`RESULTS.md`) keeps the latest section of each title (`imro_jax.eval.results_files.replace_section`;
-    the history is in git), with the command, repo-relative paths, versions and load.
-
-    Usage::
-
-        report = Report("IMRO overhead", args)        # records date, command, load at start
-        ...
-        report.finish(table, notes=[...])             # load at end, print, write to RESULTS.md
-    """
-
-    def __init__(self, title: str, args: argparse.Namespace):
-        self.title, self.results = title, getattr(args, "results", str(RESULTS))
-        self.command = "python " + " ".join([relative(sys.argv[0])] + sys.argv[1:])
-        self.date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        self.load_start = load_average()
-        self.start = time.perf_counter()
-
-    def finish(self, table: str, notes: Sequence[str] = ()) -> str:
-        info = machine_info()
-        lines = [
-            f"## {self.title} ({self.date})",
-            "",
-            f"- command: `{self.command}`",
-            f"- machine: {info['cpu']}; {info['devices']}",
-            f"- software: Python {info['python']}, {info['versions']}",
-            f"- load average (1 min) at start / end: {self.load_start:.2f} / {load_average():.2f}; "
-            f"wall time {time.perf_counter() - self.start:.0f} s",
-            *[f"- {note}" for note in notes],
-            "",
-            table,
-            "",
-        ]
-        text = "\n".join(lines)
-        print(text, flush=True)
-        if self.results:
-            results_files.replace_section(self.results, self.title, text)
-        return text
-
-
-def relative(path: str | os.PathLike) -> str:
-    """`path` as the results log writes it: relative to this checkout (`REPO`), or as given outside it."""
-    return results_files.repo_relative(path, REPO)
-
-
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """Arguments every benchmark takes: `--config`, `--override`, `--tiny`, `--results`."""
+def base_parser(description: str, *, rounds: int | None = None, warmup: int | None = None) -> argparse.ArgumentParser:
+    """Arguments every benchmark takes: `--config`, `--override`, `--tiny`, `--results`; and
+    `--rounds` / `--warmup` (timed and discarded interleaved rounds) with these defaults where given."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=BASE_CONFIG.stem, help="config file or name")
@@ -107,6 +54,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                         help="smallest run (bench_tiny config, few steps): a smoke test")
     parser.add_argument("--results", default=str(RESULTS),
                         help="markdown log to write the section to ('' = print only)")
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds)
+    if warmup is not None:
+        parser.add_argument("--warmup", type=int, default=warmup)
     return parser
 
 

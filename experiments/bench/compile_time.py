@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.tiny:
         args.configs, args.steps = "bench_tiny", 3
-    report = benchlib.Report("Benchmark 5: compile time and recompilation", args)
+    report = perf.Report("Benchmark 5: compile time and recompilation", args.results, benchlib.REPO)
     results = []
     for spec in args.configs.split(","):
         results.append(measure(spec, args))

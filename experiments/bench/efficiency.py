@@ -30,14 +30,12 @@ from imro_jax.train import precision
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = benchlib.base_parser(__doc__, rounds=30, warmup=3)
     parser.add_argument("--matmul_size", type=int, default=1024, help="n of the n x n ceiling matmul")
     args = parser.parse_args(argv)
     if args.tiny:
         args.rounds, args.warmup, args.matmul_size = min(args.rounds, 3), 1, 256
-    report = benchlib.Report("Benchmark 2: hardware efficiency (MFU)", args)
+    report = perf.Report("Benchmark 2: hardware efficiency (MFU)", args.results, benchlib.REPO)
     config = benchlib.resolve_config(args)
     numpy_batch = perf.synthetic_batch(config.model, config.data.batch_size)
     bench = perf.build_step_bench(config.model.fusion, config, numpy_batch, devices=jax.devices()[:1])

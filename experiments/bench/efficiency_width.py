@@ -34,16 +34,14 @@ def width_variant(config, width: int):
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
+    parser = benchlib.base_parser(__doc__, rounds=20, warmup=2)
     parser.add_argument("--widths", default="64,128,256,512", help="comma-separated model widths")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--matmul_size", type=int, default=1024, help="n of the n x n ceiling matmul")
     args = parser.parse_args(argv)
     if args.tiny:
         args.rounds, args.warmup, args.matmul_size, args.widths = min(args.rounds, 3), 1, 256, "16,32"
     widths = [int(w) for w in args.widths.split(",") if w]
-    report = benchlib.Report("Benchmark 2: MFU against model width", args)
+    report = perf.Report("Benchmark 2: MFU against model width", args.results, benchlib.REPO)
     base = benchlib.resolve_config(args)
     dtype = precision.compute_dtype(base.train.compute_dtype)
 

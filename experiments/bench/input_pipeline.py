@@ -22,13 +22,10 @@ from imro_jax.data import datasets, make_pipeline
 from imro_jax.eval.tables import markdown_table
 
 
-def measure_pipeline(data_config, *, split: str = "train", num_batches: int = 50, warmup: int = 5) -> dict:
-    """Times ``num_batches`` training batches of ``make_pipeline`` after ``warmup`` batches.
-
-    Returns:
-      dict with ``examples_per_s``, ``batches_per_s``, ``mb_per_s`` and ``batch_size``.
-    """
-    iterator = make_pipeline(data_config, split=split, train=True, seed=0)
+def measure_pipeline(data_config, *, num_batches: int = 50, warmup: int = 5) -> dict:
+    """Times ``num_batches`` training batches of ``make_pipeline`` after ``warmup``: ``examples_per_s``,
+    ``batches_per_s``, ``mb_per_s`` and ``batch_size``."""
+    iterator = make_pipeline(data_config, split="train", train=True, seed=0)
     try:
         perf.pull_batches(iterator, warmup)
         seconds, examples, nbytes = perf.pull_batches(iterator, num_batches)
@@ -56,7 +53,7 @@ def main() -> None:
     parser.add_argument("--results", default=str(benchlib.RESULTS),
                         help="markdown log to write the section to ('' = print only)")
     args = parser.parse_args()
-    report = benchlib.Report("Input pipeline", args)
+    report = perf.Report("Input pipeline", args.results, benchlib.REPO)
     results, skipped = [], []
     for name in args.datasets.split(","):
         overrides = {"data_dir": args.data_dir}

@@ -51,11 +51,10 @@ def loop_stalls(bench: perf.StepBench, data_config, steps: int, depth: int) -> d
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
+    parser = benchlib.base_parser(__doc__, rounds=8)
     parser.add_argument("--data_dir", default="/tmp/imro_bench_tfds")
     parser.add_argument("--synth_config", default="small", help="imro_synth builder config")
     parser.add_argument("--worker_count", type=int, default=-1, help="grain workers (-1: config's)")
-    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batches", type=int, default=20, help="batches (and steps) per round")
     parser.add_argument("--loop_steps", type=int, default=40)
     args = parser.parse_args(argv)
@@ -63,7 +62,7 @@ def main(argv=None) -> None:
         args.config, args.rounds, args.batches, args.loop_steps = "handwritten", 2, 2, 4
         args.override = [*args.override, "model.dim=16", "model.mlp_dim=32", "model.depth=1",
                          "model.num_heads=2", "data.batch_size=8", "data.prefetch_buffer_size=4"]
-    report = benchlib.Report("Benchmark 4: input pipeline vs train step", args)
+    report = perf.Report("Benchmark 4: input pipeline vs train step", args.results, benchlib.REPO)
     config = benchlib.load_config(args.config, args.override)
     config.data.data_dir = args.data_dir
     if config.data.name == "imro_synth":

@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     if args.tiny:
         args.devices, args.steps = "1,2", 3
         argv = [*argv, "--steps", "3"]
-    report = benchlib.Report("Benchmark 6: multi-device (simulated CPU devices)", args)
+    report = perf.Report("Benchmark 6: multi-device (simulated CPU devices)", args.results, benchlib.REPO)
     counts = [int(n) for n in args.devices.split(",")]
     child_argv = [a for a in argv if a != "--worker"]
     results = {}

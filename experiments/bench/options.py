@@ -40,15 +40,13 @@ def model_changes(text: str) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
+    parser = benchlib.base_parser(__doc__, rounds=40, warmup=3)
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
                         help="';'-separated variants, each ','-separated model key=value overrides")
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
     if args.tiny:
         args.rounds, args.warmup, args.variants = 3, 1, "absorbed_fusion_kv=True"
-    report = benchlib.Report("Model implementation options", args)
+    report = perf.Report("Model implementation options", args.results, benchlib.REPO)
     names = ["default", *[v.strip() for v in args.variants.split(";") if v.strip()]]
     base = benchlib.resolve_config(args)
     batch = perf.synthetic_batch(base.model, base.data.batch_size)

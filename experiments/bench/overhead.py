@@ -78,9 +78,7 @@ def calls_for(benches, modes):
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser = benchlib.base_parser(__doc__, rounds=60, warmup=5)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--fit_rounds", type=int, default=3, help="timed statistics passes after the first")
@@ -92,7 +90,7 @@ def main(argv=None) -> None:
     if args.tiny:
         args.rounds, args.warmup, args.variants, args.fit_rounds = min(args.rounds, 5), 1, "imro,uniform", 1
         args.fit_examples = args.fit_examples or 64
-    report = benchlib.Report("Benchmark 1: IMRO overhead", args)
+    report = perf.Report("Benchmark 1: IMRO overhead", args.results, benchlib.REPO)
     config = benchlib.resolve_config(args)
     if config.model.fusion != "imro":
         raise SystemExit(f"--config must have model.fusion='imro', got {config.model.fusion!r}")

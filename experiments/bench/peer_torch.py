@@ -101,10 +101,8 @@ def run_config(name, args, rows, checks):
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
+    parser = benchlib.base_parser(__doc__, rounds=20, warmup=3)
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config names")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--matmul_size", type=int, default=2048)
     parser.add_argument("--no_compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--threads", type=int, default=1,
@@ -115,7 +113,7 @@ def main(argv=None) -> None:
     if args.tiny:  # eager only: inductor's first compile takes minutes on a loaded 2-core machine
         args.configs, args.rounds, args.warmup, args.matmul_size, args.no_compile = "bench_tiny", 3, 1, 256, True
     torch.manual_seed(0)
-    report = benchlib.Report("Benchmark 7: PyTorch peer", args)
+    report = perf.Report("Benchmark 7: PyTorch peer", args.results, benchlib.REPO)
     rows, checks = [], []
     for name in args.configs.split(","):
         run_config(name, args, rows, checks)

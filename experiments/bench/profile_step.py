@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=12, help="slowest single ops to list")
     parser.add_argument("--hlo_dump", default="", help="write the optimised HLO text here")
     args = parser.parse_args(argv)
-    report = benchlib.Report("Profile of one train step", args)
+    report = perf.Report("Profile of one train step", args.results, benchlib.REPO)
     config = benchlib.resolve_config(args)
     if args.fusion:
         config = benchlib.variant(config, fusion=args.fusion)

@@ -34,6 +34,7 @@ import numpy as np
 
 import benchlib
 from imro_jax import perf
+from imro_jax.eval import results_files
 from imro_jax.eval import tables
 
 FUSIONS = ("imro", "concat")
@@ -142,7 +143,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv=None) -> None:
-    parser = benchlib.base_parser(__doc__)
+    parser = benchlib.base_parser(__doc__, rounds=5)
     parser.add_argument("--tokens", default="64,256,1024,4096")
     parser.add_argument("--modalities", default="1,2,3,6")
     parser.add_argument("--fixed_modalities", type=int, default=3)
@@ -152,7 +153,6 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--plot", default="",
                         help="PNG path (default experiments/bench/scaling_<sweeps>.png; 'none': no plot)")
     args = parser.parse_args(argv)
@@ -160,7 +160,7 @@ def main(argv=None) -> None:
         args.tokens, args.modalities, args.fixed_modalities, args.fixed_tokens = "8", "1", 1, 8
         args.batch, args.dim, args.rounds, args.time_cap = 2, 16, 2, 8
     args.devices = jax.devices()[:1]
-    report = benchlib.Report("Benchmark 3: scaling with modalities and tokens", args)
+    report = perf.Report("Benchmark 3: scaling with modalities and tokens", args.results, benchlib.REPO)
     base = benchlib.load_config(benchlib.BASE_CONFIG, args.override)
     cache = {}
 
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
         f"over M: {crossover(modality_points, 'modalities')}",
         f"analytic: concat's joint block is attention-dominated (4 B S^2 d > 8 B S d^2 + 4 B S d h) "
         f"for S = F + M(L+1) > 2d + h = {2 * d + h} tokens",
-        f"plot: `{benchlib.relative(args.plot)}`" if args.plot else "no plot",
+        f"plot: `{results_files.repo_relative(args.plot, benchlib.REPO)}`" if args.plot else "no plot",
     ])
 
 

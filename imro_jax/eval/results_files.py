@@ -31,7 +31,8 @@ SUMMARY_KEYS = frozenset({"command", "seeds", "methods"})
 
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types: dict keys as strings, tuples and arrays as lists, numpy
-    scalars as Python numbers, non-finite floats (NaN, inf) as None (JSON null), ConfigDicts as dicts."""
+    scalars as Python numbers, non-finite floats (NaN, inf) as None (JSON null), ConfigDicts as dicts,
+    and an object with a ``to_json()`` method (e.g. ``imro_jax.eval.sweep.SweepResult``) as what it returns."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -44,6 +45,8 @@ def jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, ml_collections.ConfigDict):
         return jsonable(value.to_dict())
+    if hasattr(value, "to_json"):
+        return jsonable(value.to_json())
     return value
 
 

@@ -2,6 +2,8 @@
 
     markdown_table(header, rows)              a GitHub markdown table
     mean_std(values) / fmt(values)            mean and sample std over seeds, as "mean +- std"
+    seed_table(per_seed, rows, columns, value)
+                                              a table of fmt over seeds: one cell per (row, column)
     curve_stats(results, method, metric)      per-seed sweep curves [S, L] with their mean and std
     robustness_over_seeds(results, method, reference)
                                               per-seed MultiBench relative / effective robustness
@@ -14,7 +16,7 @@ its ``levels``, ``curve`` and ``summary``); nothing here imports the data layer 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,34 @@ def fmt(values: Sequence[float] | float, *, scale: float = 100.0, digits: int = 
     if len(values) == 1:
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} +- {std * scale:.{digits}f}"
+
+
+def seed_table(per_seed: Sequence[Any], rows: Sequence[Hashable], columns: Sequence[Hashable],
+               value: Callable[[Any, Any, Any], float], *, header: Sequence[Any] | None = None,
+               labels: Sequence[Any] | None = None, scale: float | Callable[[Any], float] = 100.0,
+               digits: int | Callable[[Any], int] = 2) -> str:
+    """A markdown table of :func:`fmt` over seeds, one row per ``rows`` entry and one cell per column.
+
+    The cell of row ``r`` and column ``c`` is ``fmt([value(s, r, c) for s in per_seed])``.
+
+    Args:
+      per_seed: one result per seed (whatever ``value`` reads).
+      rows: the row keys, passed to ``value``.
+      columns: the column keys, passed to ``value``.
+      value: ``(one seed's result, row, column) -> number``.
+      header: the header (default ``["method", *columns]``).
+      labels: the first cell of each row (default the row keys).
+      scale, digits: as for :func:`fmt`; a number, or a function of the column key.
+
+    Returns:
+      The markdown table (:func:`markdown_table`).
+    """
+    scale_of = scale if callable(scale) else lambda column: scale
+    digits_of = digits if callable(digits) else lambda column: digits
+    body = [[label, *(fmt([value(s, row, c) for s in per_seed], scale=scale_of(c), digits=digits_of(c))
+                      for c in columns)]
+            for label, row in zip(rows if labels is None else labels, rows)]
+    return markdown_table(["method", *columns] if header is None else header, body)
 
 
 def curve_stats(results: Sequence[Any], method: str, metric: str) -> dict[str, np.ndarray]:

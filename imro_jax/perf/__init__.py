@@ -12,6 +12,7 @@ One concept per module, re-exported here:
   op_profile      profiler op times grouped by model component, pass and op kind
   input_timing    an input iterator's rate, and the time a loop waits on it
   simulated_cpu   the environment of a subprocess on n simulated CPU devices
+  results_log     a benchmark's section of a markdown results log (`Report`)
 
 `imro_jax.perf.torch_peer` (the model in PyTorch, to time ours against) needs the optional
 `bench` extra (torch) and is imported on its own, never from here.
@@ -32,6 +33,7 @@ from imro_jax.perf.flops import (
 from imro_jax.perf.input_timing import input_waits, pull_batches
 from imro_jax.perf.machine import load_average, machine_info, matmul_probe, numpy_matmul_probe
 from imro_jax.perf.op_profile import group_op_times, instruction_metadata, trace_op_times
+from imro_jax.perf.results_log import Report
 from imro_jax.perf.simulated_cpu import simulated_cpu_env
 from imro_jax.perf.step_bench import (
     StepBench,
@@ -47,6 +49,7 @@ from imro_jax.perf.timing import Summary, interleaved_timings, paired_ratio, wal
 
 __all__ = [
     "CompileCounter",
+    "Report",
     "StepBench",
     "Summary",
     "Term",

@@ -197,26 +197,15 @@ def build_step_bench(
     *,
     devices: Sequence[jax.Device] | None = None,
     loss_fn: Callable | None = None,
-    init: str = "host",
 ) -> StepBench:
-    """`runtime_for` plus a state and the batch on the mesh.
+    """`runtime_for` plus a host-drawn state (`host_initial_state`, no compilation) and the batch on the mesh.
 
     Args:
         name: label.
         config, numpy_batch, devices, loss_fn: as for `runtime_for`.
-        init: "host" (`host_initial_state`, no compilation) or "model" (the model's own
-            initialiser, `Runtime.new_state`: one more compilation).
-
-    Raises:
-        ValueError: `init` is neither "host" nor "model".
     """
-    if init not in ("host", "model"):
-        raise ValueError(f"init must be 'host' or 'model', got {init!r}")
     runtime = runtime_for(config, numpy_batch, devices=devices, loss_fn=loss_fn)
-    if init == "host":
-        state = host_initial_state(runtime.abstract_state, config.seed)
-    else:
-        state = runtime.new_state(config.seed)
+    state = host_initial_state(runtime.abstract_state, config.seed)
     batch = input_lib.to_global_batch(numpy_batch, runtime.batch_sharding)
     loss = runtime.loss_fn
     forward = step_lib.under_mesh(jax.jit(lambda p, b, r, s: loss(p, b, r, s)[0]), runtime.mesh, runtime.rules)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from imro_jax.eval import results_files
+from imro_jax.eval.sweep import SweepResult
 
 
 def test_jsonable_maps_numpy_and_non_finite_values_to_json():
@@ -14,6 +15,10 @@ def test_jsonable_maps_numpy_and_non_finite_values_to_json():
              "c": ml_collections.ConfigDict({"x": 2}), "d": "text"}
     assert results_files.jsonable(value) == {"1": [0.5, 3], "a": [1.0, None], "b": None, "c": {"x": 2}, "d": "text"}
     assert json.dumps(results_files.jsonable({"x": float("nan")})) == '{"x": null}'
+    result = SweepResult("noise", np.array([0.0, 1.0]), [("a",)], 1.0, {"m": {"accuracy": np.array([[0.5], [np.nan]])}})
+    assert results_files.jsonable({"sweep": [result]}) == {"sweep": [{
+        "corruption": "noise", "levels": [0.0, 1.0], "subsets": [["a"]], "fraction": 1.0,
+        "scores": {"m": {"accuracy": [[0.5], [None]]}}}]}
 
 
 def test_write_results_writes_the_three_files(tmp_path):

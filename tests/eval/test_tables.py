@@ -31,6 +31,19 @@ def test_fmt_writes_mean_and_std_scaled():
     assert tables.fmt([float("nan")]) == "n/a" and tables.fmt([]) == "n/a"
 
 
+def test_seed_table_formats_each_cell_over_the_seeds():
+    per_seed = [{"a": {"x": 0.4, "y": 2.0}, "b": {"x": 0.1, "y": 4.0}},
+                {"a": {"x": 0.6, "y": 4.0}, "b": {"x": 0.3, "y": 6.0}}]
+    table = tables.seed_table(per_seed, ["a", "b"], ["x", "y"], lambda s, row, column: s[row][column],
+                              scale=lambda c: 100 if c == "x" else 1, digits=1)
+    # a/x: mean 0.5, sample std sqrt(2 * 0.1^2 / 1) = 0.1414 -> 50.0 +- 14.1 (in %); a/y: 3 +- 1.414
+    assert table == ("| method | x | y |\n|---|---|---|\n| a | 50.0 +- 14.1 | 3.0 +- 1.4 |\n"
+                     "| b | 20.0 +- 14.1 | 5.0 +- 1.4 |")
+    one = tables.seed_table(per_seed[:1], ["b"], ["y"], lambda s, row, column: s[row][column],
+                            header=["variant", "y"], labels=["**b**"], scale=1, digits=3)
+    assert one == "| variant | y |\n|---|---|\n| **b** | 4.000 |"
+
+
 def _result(seed_offset: float) -> SweepResult:
     """Two methods at 3 levels, 2 subsets; `late` is the reference."""
     levels = np.array([0.0, 0.5, 1.0])
