@@ -70,14 +70,27 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
         "model.reliability.decision": 1.0, "model.reliability.vote_power": 0.5, "model.reliability.decision_gate": tau}
        for tau in (1.0, 0.25)},
 }
+DEFAULT = "surprisal+agreement+dropout0.3+vote1.0+power0.5"  # the default chosen by the runs above
+# the token fusion head trained on its own loss beside the vote (loss.joint_weight), its prediction
+# pooled with the vote's (beta = decision < 1) or taking over where every modality looks clean (gate)
+JOINT = {f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else ""): {
+    **VARIANTS[DEFAULT], "model.reliability.decision": b, "model.reliability.decision_gate": tau, "loss.joint_weight": 1.0}
+    for b, tau in ((0.5, 0.0), (0.75, 0.0), (1.0, 1.0))}
+VARIANTS.update(JOINT)
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
                           variants=("paper", "surprisal+agreement+dropout0.3+vote1.0"))}
+SYNTH_FULL = dict(seeds=2, builder="default", eval_examples=2000, noise=protocols.SYNTH_NOISE)
+SYNTH_QUICK = dict(seeds=1, builder="small", eval_examples=128, noise=protocols.SYNTH_NOISE_QUICK)
+# synth (classification): the default against the joint-head variants, on the experiment's own config
+SYNTH_VARIANTS = {v: VARIANTS[v] for v in (DEFAULT, *JOINT)}
+SYNTH_SETTINGS = {"full": dict(SYNTH_FULL, config="trimodal", builder_suffix="", variants=tuple(SYNTH_VARIANTS)),
+                  "quick": dict(SYNTH_QUICK, config="trimodal", builder_suffix="", variants=(DEFAULT, tuple(JOINT)[0]))}
 # synth_regression: the vote's weight beta (model.reliability.decision) on the experiment's config
 REGRESSION_VARIANTS = {f"vote{b:g}": {"model.reliability.decision": b} for b in (0.0, 0.5, 1.0)}
-REGRESSION_SETTINGS = {"full": dict(seeds=2, builder="default", eval_examples=2000, noise=protocols.SYNTH_NOISE,
+REGRESSION_SETTINGS = {"full": dict(SYNTH_FULL, config="synth_regression", builder_suffix="_regression",
                                     variants=tuple(REGRESSION_VARIANTS)),
-                       "quick": dict(seeds=1, builder="small", eval_examples=128, noise=protocols.SYNTH_NOISE_QUICK,
+                       "quick": dict(SYNTH_QUICK, config="synth_regression", builder_suffix="_regression",
                                      variants=("vote0", "vote1"))}
 
 
@@ -109,27 +122,32 @@ def handwritten_conditions(predictors, validation, setting, seed) -> dict[str, d
     return out
 
 
-def regression_overrides(args, setting) -> dict:
+def synth_overrides(args, setting) -> dict:
     return {**common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS),
-            "data.builder_config": setting["builder"] + "_regression"}
+            "data.builder_config": setting["builder"] + setting["builder_suffix"]}
 
 
-def regression_validation(args, setting):
+def synth_validation(args, setting):
     """The validation samples and their classes (the conflict donors' key)."""
-    data = common.load_config("synth_regression", regression_overrides(args, setting)).data
-    class_data = common.load_config("trimodal", {**common.train_overrides(args),
-                                                 "data.builder_config": setting["builder"]}).data
+    data = common.load_config(setting["config"], synth_overrides(args, setting)).data
+    class_data = None
+    if setting["builder_suffix"]:  # regression: the classes come from the classification builder config
+        class_data = common.load_config("trimodal", {**common.train_overrides(args),
+                                                     "data.builder_config": setting["builder"]}).data
     return protocols.synth_eval_split(data, "validation", setting["eval_examples"], class_data)
 
 
-def regression_conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
-    """Validation MAE of each predictor under each condition (the summary columns of
+def synth_conditions(predictors, validation, setting, seed) -> dict[str, dict[str, float]]:
+    """Validation accuracy (%) or MAE of each predictor under each condition (the summary columns of
     ``experiments/synth.py`` without the oracles)."""
     batch, classes = validation
-    result = protocols.modality_protocol(predictors, batch, noise=setting["noise"], seed=seed,
-                                         scorer=sweep_lib.regression_scorer, num_classes=int(np.max(classes)) + 1,
-                                         classes=classes)
-    return {name: protocols.modality_headline(result, name, "mae") for name in predictors}
+    regression = bool(setting["builder_suffix"])
+    result = protocols.modality_protocol(
+        predictors, batch, noise=setting["noise"], seed=seed, num_classes=int(np.max(classes)) + 1, classes=classes,
+        scorer=sweep_lib.regression_scorer if regression else sweep_lib.classification_scorer)
+    scale = 1.0 if regression else 100.0
+    return {name: {k: scale * v for k, v in protocols.modality_headline(
+        result, name, "mae" if regression else "accuracy").items()} for name in predictors}
 
 
 # dataset -> what differs: variants, settings, the config and its overrides (a variant's go on top), the
@@ -140,9 +158,14 @@ DATASETS = {
                         title="Choosing the IMRO default on a validation split (Handwritten)",
                         split=f"trained on `{TRAIN}`, scored on `{VALIDATION}`", unit="Accuracy %",
                         target="`imro_jax/configs/trimodal.py`"),
+    "synth": dict(variants=SYNTH_VARIANTS, settings=SYNTH_SETTINGS, config="trimodal", overrides=synth_overrides,
+                  validation=synth_validation, conditions=synth_conditions, higher_is_better=True,
+                  title="Choosing the IMRO prediction on a validation split (imro_synth classification)",
+                  split="trained on `train`, scored on the first samples of `validation`", unit="Accuracy %",
+                  target="`imro_jax/configs/trimodal.py` where it also wins on Handwritten"),
     "synth_regression": dict(variants=REGRESSION_VARIANTS, settings=REGRESSION_SETTINGS, config="synth_regression",
-                             overrides=regression_overrides, validation=regression_validation,
-                             conditions=regression_conditions, higher_is_better=False,
+                             overrides=synth_overrides, validation=synth_validation,
+                             conditions=synth_conditions, higher_is_better=False,
                              title="Choosing the vote weight of IMRO on a validation split (imro_synth regression)",
                              split="trained on `train`, scored on the first samples of `validation`",
                              unit="MAE (lower is better)", target="`experiments/configs/synth_regression.py`"),
@@ -153,8 +176,8 @@ def extra_flags(parser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="handwritten",
                         help="whose default is chosen (default %(default)s)")
     parser.add_argument("--variants", default="", help="comma-separated subset of the dataset's variants (default: "
-                        f"the setting's); handwritten: {', '.join(VARIANTS)}; synth_regression: "
-                        f"{', '.join(REGRESSION_VARIANTS)}")
+                        f"the setting's); handwritten: {', '.join(VARIANTS)}; synth: {', '.join(SYNTH_VARIANTS)}; "
+                        f"synth_regression: {', '.join(REGRESSION_VARIANTS)}")
 
 
 def chosen_variants(flag: str, default: tuple[str, ...], known: dict) -> tuple[str, ...]:

@@ -83,6 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.lambda2 = 0.1  # weight of -sum_m I(X_m; Y)
     config.loss.mi_bound = "barber_agakov"  # training-time I: barber_agakov | infonce
     config.loss.unimodal_weight = 1.0  # auxiliary unimodal NLL
+    # the token fusion head's own task loss beside the vote's (imro with model.reliability.decision > 0)
+    config.loss.joint_weight = 0.0
     config.loss.evidential_annealing_steps = 100  # TMC KL annealing (fusion="evidential" only)
     config.loss.kl_weight = 0.01  # Gaussian-embedding KL (reliability.entropy="gaussian" only)
 

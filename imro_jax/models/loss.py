@@ -18,12 +18,17 @@
   scores (:func:`imro_jax.info.infonce_lower_bound`). Averaged over the samples where the
   modality is present. The pair enters through :func:`imro_jax.info.imro_regularizer`.
 * ``NLL``: optional auxiliary unimodal losses (``loss.unimodal_weight``).
+* ``joint``: ``loss.joint_weight`` times the task loss of the token fusion head's own prediction
+  (``output.joint_logits``), for ``imro`` with the reliability vote (``model.reliability.decision
+  > 0``): the vote then trains the unimodal heads and this term the R-scaled token fusion, so that
+  the pooled prediction mixes two trained predictors. 0 (the default): the joint head only learns
+  through the mixture (not at all with ``decision = 1``). Without a vote the term is absent.
 * ``KL``: ``loss.kl_weight * KL(N(mu, sigma^2) || N(0, I))`` of the Gaussian embedding, only
   for ``model.reliability.entropy = "gaussian"`` (it keeps sigma informative, see
   :mod:`imro_jax.models.reliability`).
 
 The ``loss`` config section: ``lambda1``, ``lambda2``, ``mi_bound``, ``unimodal_weight``,
-``evidential_annealing_steps`` (read only for ``fusion="evidential"``), ``kl_weight`` (read
+``joint_weight`` (read only when the model has a reliability vote), ``evidential_annealing_steps`` (read only for ``fusion="evidential"``), ``kl_weight`` (read
 only for the Gaussian entropy) and ``regression_loss`` (``"squared" | "l1"``, read only for
 ``model.task="regression"``).
 """
@@ -166,6 +171,14 @@ def imro_loss(output, batch: dict, loss_config: Any, *, step: Any = None) -> tup
         lambda1=loss_config["lambda1"], lambda2=loss_config["lambda2"], mask=use,
     )
     loss = task_loss + regularizer + loss_config["unimodal_weight"] * unimodal_loss
+    if output.joint_logits is not None:
+        joint_weight = _config_value(loss_config, "joint_weight", "for a model with the reliability vote")
+        if not joint_weight >= 0:
+            raise ValueError(f"loss.joint_weight must be >= 0, got {joint_weight!r}")
+        joint_loss = _masked_mean(task_loss_per_sample(output.replace(logits=output.joint_logits), batch,
+                                                       regression_loss=regression_loss), valid)
+        loss = loss + joint_weight * joint_loss
+        metrics["joint_loss"] = joint_loss
     if output.embedding_log_var is not None:
         kl_weight = _config_value(loss_config, "kl_weight", "for model.reliability.entropy='gaussian'")
         kl = jnp.mean(jnp.sum(jnp.where(use, gaussian_kl(output.embedding_mean, output.embedding_log_var), 0.0), -1))

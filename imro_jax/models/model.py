@@ -59,6 +59,9 @@ class ModelOutput:
       valid: bool ``[B]`` whether the sample's prediction is defined (see module docstring).
       pooled: ``[B, M, D]`` per-modality pooled (class-token) embeddings.
       fused: ``[B, F, D]`` fused tokens (token fusions), None for decision fusions.
+      joint_logits: the token fusion head's own prediction before the reliability vote is mixed
+        in (``imro`` with ``model.reliability.decision > 0``), same shape as ``logits``; None where
+        there is no vote (it would equal ``logits``). ``loss.joint_weight`` trains it on its own.
       critic_scores: ``[M, B, B]`` label-critic scores ``f(x_m,i, y_j)`` when the batch has a
         label (classification/regression), else None; for the InfoNCE term of the loss.
       embedding_mean, embedding_log_var: ``[B, M, D]`` the Gaussian embedding
@@ -77,6 +80,7 @@ class ModelOutput:
     valid: jax.Array
     pooled: jax.Array
     fused: jax.Array | None
+    joint_logits: jax.Array | None
     critic_scores: jax.Array | None
     embedding_mean: jax.Array | None
     embedding_log_var: jax.Array | None
@@ -178,7 +182,7 @@ class IMROModel(nn.Module):
         if s.nonfinite == "error":
             valid = valid & ~jnp.any(bad, axis=-1)
 
-        fused = None
+        fused = joint = None
         if get_fusion(s.fusion).kind == "token":
             weights = self._token_weights(estimate, fusion_present)
             fused = self.token_fusion(tokens, token_mask, weights, fusion_present, train=train)
@@ -189,6 +193,7 @@ class IMROModel(nn.Module):
             else:
                 logits = self.head(fused)
                 if s.reliability.decision > 0 and get_fusion(s.fusion).reliability_vote:
+                    joint = logits
                     beta = vote_weight(s.reliability.decision, s.reliability.decision_gate, estimate.entropy,
                                        fusion_present)
                     logits = reliability_vote(logits, estimate.unimodal, weights, beta, s.task,
@@ -197,6 +202,7 @@ class IMROModel(nn.Module):
             logits, weights = decision_fusion(s.fusion, estimate.unimodal, fusion_present)
         if s.task == "regression":
             logits = logits[:, 0]
+            joint = None if joint is None else joint[:, 0]
 
         critic_scores = None
         if s.task != "generation" and (LABEL in batch or self.is_initializing()):
@@ -215,6 +221,7 @@ class IMROModel(nn.Module):
             valid=valid,
             pooled=pooled,
             fused=fused,
+            joint_logits=None if joint is None else _zero_unless(valid, joint),
             critic_scores=critic_scores,
             embedding_mean=estimate.embedding_mean,
             embedding_log_var=estimate.embedding_log_var,

@@ -321,7 +321,9 @@ class TorchIMRO(torch.nn.Module):
         logits = self._dense(fused.mean(1), "head/out")
         rel = spec.reliability
         beta = rel.decision
+        joint = None
         if beta > 0 and registry.get_fusion(spec.fusion).reliability_vote:  # the R-weighted vote of the heads
+            joint = logits * valid[:, None]
             r = weights.detach()
             if rel.vote_power != 1.0:  # tempered: R^p / sum R^p over the present modalities
                 r = torch.where(r > 0, r.clamp(min=1e-30) ** rel.vote_power, torch.zeros_like(r))
@@ -350,7 +352,11 @@ class TorchIMRO(torch.nn.Module):
         count = use.sum(0).clamp(min=1).float()
         bounds = (h_y + torch.where(use, -nll, -h_y).mean(0)) * b / count  # [M]
         regularizer = (use.float() * (loss_cfg.lambda1 * entropy - loss_cfg.lambda2 * bounds)).sum(-1).mean()
-        return fused_loss + regularizer + loss_cfg.unimodal_weight * unimodal_loss
+        loss = fused_loss + regularizer + loss_cfg.unimodal_weight * unimodal_loss
+        if joint is not None:  # the token fusion head's own loss beside the vote's (loss.joint_weight)
+            joint_loss = (F.cross_entropy(joint, label, reduction="none") * validf).sum() / validf.sum().clamp(min=1.0)
+            loss = loss + loss_cfg.joint_weight * joint_loss
+        return loss
 
 
 def torch_batch(numpy_batch: dict) -> dict:

@@ -144,18 +144,24 @@ def test_select_reliability_quick(shared):
     assert summary["command"] == "python experiments/select_reliability.py --quick" and summary["seeds"] == 1
 
 
-def test_select_reliability_synth_regression_quick(shared):
-    payload, markdown, out = run_quick(shared, "select_reliability", "--dataset", "synth_regression")
-    assert payload["dataset"] == "synth_regression"
+@pytest.mark.parametrize("dataset", ["synth", "synth_regression"])
+def test_select_reliability_synth_quick(shared, dataset):
+    payload, markdown, out = run_quick(shared, "select_reliability", "--dataset", dataset)
+    assert payload["dataset"] == dataset
     table = payload["table"]
-    assert set(table) == {"vote0", "vote1"}
-    for row in table.values():  # 12 conditions of MAE: clean, missing, conflict, 3 noise columns, 6 kinds
+    regression = dataset == "synth_regression"
+    assert set(table) == ({"vote0", "vote1"} if regression else {
+        "surprisal+agreement+dropout0.3+vote1.0+power0.5", "surprisal+agreement+dropout0.3+vote0.5+power0.5+joint1"})
+    for row in table.values():  # 12 conditions: clean, missing, conflict, 3 noise columns, 6 kinds
         conditions = [v for k, v in row.items() if k != "score"]
         assert len(conditions) == 12 and all(v > 0 for v in conditions)
+        assert regression or all(v <= 100 for v in conditions)  # accuracy in %
         assert not any(k.endswith("+oracle") for k in row)
         assert row["score"] == pytest.approx(sum(conditions) / len(conditions))
-    assert payload["selected"] == min(table, key=lambda v: table[v]["score"])  # MAE: lower wins
-    assert "MAE (lower is better)" in markdown
+    # MAE: lower wins; accuracy: higher
+    assert payload["selected"] == (min if regression else max)(table, key=lambda v: table[v]["score"])
+    assert ("MAE (lower is better)" in markdown) == regression
+    assert json.loads((out / "summary.json").read_text())["selected"] == payload["selected"]
 
 
 def test_select_reliability_names_an_unknown_variant(shared, tmp_path):

@@ -45,7 +45,7 @@ def tiny_config(fusion="imro", *, task="classification", entropy="predictive", n
 
 
 def loss_config(**overrides):
-    base = dict(lambda1=0.01, lambda2=0.1, mi_bound="barber_agakov", unimodal_weight=1.0,
+    base = dict(lambda1=0.01, lambda2=0.1, mi_bound="barber_agakov", unimodal_weight=1.0, joint_weight=0.0,
                 evidential_annealing_steps=10, kl_weight=0.01, regression_loss="squared")
     base.update(overrides)
     return ml_collections.ConfigDict(base)

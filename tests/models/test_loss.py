@@ -25,7 +25,7 @@ def fabricated_output(fusion="imro", seed=0):
     return ModelOutput(
         logits=f(B, C), reliability=jax.nn.softmax(f(B, M)), entropy=jnp.abs(f(B, M)), mi=f(B, M),
         unimodal_logits=f(B, M, C), present=jnp.asarray(present), valid=jnp.asarray(valid),
-        pooled=f(B, M, 4), fused=None, critic_scores=f(M, B, B), embedding_mean=None,
+        pooled=f(B, M, 4), fused=None, joint_logits=None, critic_scores=f(M, B, B), embedding_mean=None,
         embedding_log_var=None, modalities=("a", "b"), task="classification", fusion=fusion,
         label_entropy=math.log(C),
     ), {"label": jnp.asarray(rng.integers(0, C, B), jnp.int32)}
@@ -106,3 +106,18 @@ def test_regression_loss_key_is_required_and_checked():
     with pytest.raises(ValueError, match=r"loss.regression_loss must be one of \('squared', 'l1'\), got 'huber'"):
         imro_loss(out, batch, loss_config(regression_loss="huber"))
     imro_loss(fabricated_output()[0], fabricated_output()[1], missing)  # classification does not read it
+
+
+def test_joint_term_is_its_weight_times_the_joint_heads_cross_entropy():
+    out, batch = fabricated_output()
+    joint = jax.random.normal(jax.random.key(3), out.logits.shape)
+    with_joint = out.replace(joint_logits=joint)
+    base, _ = imro_loss(with_joint, batch, loss_config(joint_weight=0.0))
+    total, metrics = imro_loss(with_joint, batch, loss_config(joint_weight=0.4))
+    label, valid = np.asarray(batch["label"]), np.asarray(out.valid)
+    ce = special.logsumexp(np.asarray(joint), axis=-1) - np.asarray(joint)[np.arange(B), label]
+    want = np.mean(ce[valid])  # the invalid sample is left out
+    np.testing.assert_allclose(metrics["joint_loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(total - base, 0.4 * want, rtol=1e-5)
+    no_joint, _ = imro_loss(out, batch, loss_config(joint_weight=5.0))  # no vote, no term
+    np.testing.assert_allclose(no_joint, imro_loss(out, batch, loss_config())[0], rtol=1e-6)

@@ -86,6 +86,8 @@ def test_model_output_is_the_vote_of_its_own_heads_and_weights(task):
             "bm,bmc->bc", r, log_softmax(u, -1))
     np.testing.assert_allclose(out1.logits, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out1.reliability, out0.reliability, rtol=1e-6)
+    assert out0.joint_logits is None  # no vote: nothing to separate
+    np.testing.assert_allclose(out1.joint_logits, out0.logits, rtol=1e-6)  # the token head before the vote
 
 
 def test_uniform_fusion_ignores_the_vote():
@@ -156,3 +158,49 @@ def test_bad_gate_is_named():
     cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5, decision_gate=-1.0)
     with pytest.raises(ValueError, match="model.reliability.decision_gate"):
         parse_model_config(cfg)
+
+
+def _head_gradient_norm(cfg, batch, joint_weight):
+    from imro_jax.models import imro_loss
+    from models_testlib import loss_config
+    model = build_model(cfg)
+    variables = _init(model, batch)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, batch, train=False)
+        return imro_loss(out, batch, loss_config(joint_weight=joint_weight))
+
+    grads, metrics = jax.grad(loss, has_aux=True)(variables["params"])
+    head = jax.tree_util.tree_leaves(grads["head"])
+    return float(np.sqrt(sum(np.sum(np.square(g)) for g in head))), metrics
+
+
+def test_joint_weight_trains_the_token_head_beside_the_vote():
+    cfg = tiny_config()
+    cfg.reliability = dict(cfg.reliability, entropy="predictive", decision=1.0)
+    batch = make_batch(cfg, batch_size=6, seed=5)
+    batch["label"] = np.arange(6) % cfg.num_classes
+    alone, _ = _head_gradient_norm(cfg, batch, 0.0)
+    assert alone == 0.0  # the vote alone: the joint head gets no task gradient
+    trained, metrics = _head_gradient_norm(cfg, batch, 0.7)
+    assert trained > 1e-4
+    # the term is the joint head's own cross-entropy, computed here from its logits
+    out = _apply(build_model(cfg), _init(build_model(cfg), batch), batch)
+    log_p = log_softmax(np.asarray(out.joint_logits, np.float64), -1)
+    np.testing.assert_allclose(metrics["joint_loss"], -np.mean(log_p[np.arange(6), batch["label"]]), rtol=1e-5)
+
+
+def test_bad_joint_weight_is_named():
+    from imro_jax.models import imro_loss
+    from models_testlib import loss_config
+    cfg = tiny_config()
+    cfg.reliability = dict(cfg.reliability, entropy="predictive", decision=0.5)
+    batch = make_batch(cfg, batch_size=4)
+    model = build_model(cfg)
+    out = _apply(model, _init(model, batch), batch)
+    with pytest.raises(ValueError, match="loss.joint_weight"):
+        imro_loss(out, batch, loss_config(joint_weight=-1.0))
+    with pytest.raises(ValueError, match="loss.joint_weight"):
+        config = loss_config()
+        del config["joint_weight"]
+        imro_loss(out, batch, config)
