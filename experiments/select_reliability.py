@@ -76,6 +76,12 @@ DEFAULT = "surprisal+agreement+dropout0.3+vote1.0+power0.5"  # the default chose
 JOINT = {f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else ""): {
     **VARIANTS[DEFAULT], "model.reliability.decision": b, "model.reliability.decision_gate": tau, "loss.joint_weight": 1.0}
     for b, tau in ((0.5, 0.0), (0.75, 0.0), (1.0, 1.0))}
+# the same with the joint head on stop-gradient tokens and R (model.reliability.joint_detached):
+# its loss cannot reach the encoders, so it adds an expert without retraining the vote's
+JOINT.update({f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else "") + "+detached": {
+    **VARIANTS[DEFAULT], "model.reliability.decision": b, "model.reliability.decision_gate": tau, "loss.joint_weight": 1.0,
+    "model.reliability.joint_detached": True}
+    for b, tau in ((0.75, 0.0), (0.9, 0.0), (1.0, 1.0))})
 VARIANTS.update(JOINT)
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,

@@ -67,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
         vote_power=0.5,
         # > 0: the vote's weight gated per sample, beta (1 - exp(-max_m H / decision_gate)) (nats)
         decision_gate=0.0,
+        # True: the token fusion reads stop-gradient encoder tokens (its head, trained by
+        # loss.joint_weight, then leaves the encoders and the vote unchanged)
+        joint_detached=False,
     ))
     config.model.modalities = ml_collections.ConfigDict()
     config.model.modalities.text = dict(encoder="text", vocab_size=256, max_len=32)

@@ -185,7 +185,10 @@ class IMROModel(nn.Module):
         fused = joint = None
         if get_fusion(s.fusion).kind == "token":
             weights = self._token_weights(estimate, fusion_present)
-            fused = self.token_fusion(tokens, token_mask, weights, fusion_present, train=train)
+            fusion_tokens, fusion_weights = tokens, weights
+            if s.reliability.joint_detached:  # neither the tokens nor R carry the joint head's gradient
+                fusion_tokens, fusion_weights = jax.lax.stop_gradient((tokens, weights))
+            fused = self.token_fusion(fusion_tokens, token_mask, fusion_weights, fusion_present, train=train)
             if s.task == "generation":
                 caption, caption_ok = self._caption(batch)
                 valid = valid & caption_ok

@@ -157,6 +157,9 @@ class ReliabilitySpec:
         over the present modalities (H: the estimator's entropy, excess surprisal plus disagreement), so
         a sample whose modalities all look clean is predicted by the joint head and a sample with a
         flagged modality by the vote.
+      joint_detached: the token fusion reads the encoders' tokens and R through a stop-gradient, so its
+        head (trained by ``loss.joint_weight``) cannot change the encoders, the unimodal heads and
+        hence the vote: the joint head becomes an extra expert pooled with an unchanged vote.
     """
 
     entropy: str
@@ -170,6 +173,7 @@ class ReliabilitySpec:
     decision: float = 0.0
     vote_power: float = 1.0
     decision_gate: float = 0.0
+    joint_detached: bool = False
 
     def __post_init__(self):
         checks = (
@@ -177,13 +181,14 @@ class ReliabilitySpec:
             ("rank", isinstance(self.rank, int) and self.rank >= 0), ("quantile", 0 < self.quantile < 1),
             ("fit_examples", isinstance(self.fit_examples, int) and self.fit_examples >= 2),
             ("decision", 0 <= self.decision <= 1), ("vote_power", self.vote_power > 0),
-            ("decision_gate", self.decision_gate >= 0),
+            ("decision_gate", self.decision_gate >= 0), ("joint_detached", isinstance(self.joint_detached, bool)),
         )
         for key, ok in checks:
             if not ok:
                 raise ValueError(f"model.reliability.{key} has an invalid value {getattr(self, key)!r} "
                                  "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
-                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0, decision_gate >= 0)")
+                                 "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0, decision_gate >= 0, "
+                                 "joint_detached a bool)")
 
 
 @dataclasses.dataclass(frozen=True)

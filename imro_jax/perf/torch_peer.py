@@ -10,8 +10,9 @@ log-mel spectrogram patches, feature views), pre-LN blocks with tanh-GELU and La
 statistics (0) plus the consensus disagreement, R on the simplex), modality dropout, IMRO
 reliability-weighted fusion attention, the head (mixed with the R-weighted vote of the unimodal
 heads, `model.reliability.decision`, its weights R^p with `vote_power` p, and its per-sample gate
-`decision_gate`), the label critic, and the loss (fused
-cross-entropy + lambda1 H - lambda2 Barber-Agakov I + unimodal NLL), with global-norm clipping
+`decision_gate`; `joint_detached`: the fusion reads stop-gradient tokens and R), the label
+critic, and the loss (fused cross-entropy + lambda1 H - lambda2 Barber-Agakov I + unimodal NLL
++ `joint_weight` x the head's own cross-entropy), with global-norm clipping
 and AdamW (no decay on biases, norms and 1-D parameters) under the warmup-cosine schedule.
 Attention uses `F.scaled_dot_product_attention` (a key mask only where tokens can be padding:
 text), as a PyTorch user would write it.
@@ -309,12 +310,13 @@ class TorchIMRO(torch.nn.Module):
         prefix = "token_fusion/reliability_attention/attention"
         z = self.params["token_fusion/queries"].expand(b, -1, -1)
         q = self._project(self._ln(z, "token_fusion/ln_queries"), prefix, "query")  # [B, F, H, hd]
-        flat = tokens.reshape(b * m, n, -1)
+        flat = (tokens.detach() if spec.reliability.joint_detached else tokens).reshape(b * m, n, -1)
         k, v = (self._project(flat, prefix, name).transpose(1, 2) for name in ("key", "value"))  # [BM, H, N, hd]
         q = q.transpose(1, 2).repeat_interleave(m, dim=0)  # [BM, H, F, hd]
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask.reshape(b * m, 1, 1, n))
         heads = heads.reshape(b, m, *heads.shape[1:]).transpose(2, 3)  # [B, M, F, H, hd]
-        weighted = torch.einsum("bm,bmfhk->bfhk", weights, heads)
+        fusion_weights = weights.detach() if spec.reliability.joint_detached else weights
+        weighted = torch.einsum("bm,bmfhk->bfhk", fusion_weights, heads)
         z = z + self._drop(self._merge(weighted, prefix))
         z = z + self._drop(self._mlp(self._ln(z, "token_fusion/ln_mlp"), "token_fusion/mlp"))
         fused = self._ln(z, "token_fusion/ln_out")

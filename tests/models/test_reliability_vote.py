@@ -160,7 +160,7 @@ def test_bad_gate_is_named():
         parse_model_config(cfg)
 
 
-def _head_gradient_norm(cfg, batch, joint_weight):
+def _gradients(cfg, batch, joint_weight):
     from imro_jax.models import imro_loss
     from models_testlib import loss_config
     model = build_model(cfg)
@@ -170,7 +170,11 @@ def _head_gradient_norm(cfg, batch, joint_weight):
         out = model.apply({**variables, "params": params}, batch, train=False)
         return imro_loss(out, batch, loss_config(joint_weight=joint_weight))
 
-    grads, metrics = jax.grad(loss, has_aux=True)(variables["params"])
+    return jax.grad(loss, has_aux=True)(variables["params"])
+
+
+def _head_gradient_norm(cfg, batch, joint_weight):
+    grads, metrics = _gradients(cfg, batch, joint_weight)
     head = jax.tree_util.tree_leaves(grads["head"])
     return float(np.sqrt(sum(np.sum(np.square(g)) for g in head))), metrics
 
@@ -204,3 +208,29 @@ def test_bad_joint_weight_is_named():
         config = loss_config()
         del config["joint_weight"]
         imro_loss(out, batch, config)
+
+
+def test_detached_joint_head_leaves_the_encoders_gradient_as_the_vote_alone_gives_it():
+    cfg = tiny_config()
+    cfg.reliability = dict(cfg.reliability, entropy="predictive", decision=1.0, joint_detached=True)
+    batch = make_batch(cfg, batch_size=6, seed=6)
+    batch["label"] = np.arange(6) % cfg.num_classes
+    vote_only, _ = _gradients(cfg, batch, 0.0)
+    with_joint, _ = _gradients(cfg, batch, 0.7)
+    encoders = [k for k in with_joint if k.startswith("encoders")]
+    assert encoders
+    for name in encoders:  # the joint loss reaches no encoder parameter
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
+                               with_joint[name], vote_only[name])
+    assert float(np.sum(np.abs(jax.tree_util.tree_leaves(with_joint["head"])[0]))) > 0  # the head still learns
+    cfg.reliability = dict(cfg.reliability, joint_detached=False)
+    shared, _ = _gradients(cfg, batch, 0.7)  # not detached: it does reach them
+    assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-8) for name in encoders for a, b in zip(
+        jax.tree_util.tree_leaves(shared[name]), jax.tree_util.tree_leaves(vote_only[name])))
+
+
+def test_bad_joint_detached_is_named():
+    cfg = tiny_config()
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5, joint_detached=1)
+    with pytest.raises(ValueError, match="model.reliability.joint_detached"):
+        parse_model_config(cfg)
