@@ -70,12 +70,16 @@ VARIANTS = {  # name -> overrides on the handwritten config (modality dropout ap
         "model.reliability.decision": 1.0, "model.reliability.vote_power": 0.5, "model.reliability.decision_gate": tau}
        for tau in (1.0, 0.25)},
 }
+# the first round (the default of the full Handwritten run, experiments/results/select_reliability);
+# the later rounds run with --variants, their commands in the README
+FIRST_ROUND = tuple(VARIANTS)[:9]
 DEFAULT = "surprisal+agreement+dropout0.3+vote1.0+power0.5"  # the default chosen by the runs above
 # the token fusion head trained on its own loss beside the vote (loss.joint_weight), its prediction
 # pooled with the vote's (beta = decision < 1) or taking over where every modality looks clean (gate)
 JOINT = {f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else ""): {
     **VARIANTS[DEFAULT], "model.reliability.decision": b, "model.reliability.decision_gate": tau, "loss.joint_weight": 1.0}
     for b, tau in ((0.5, 0.0), (0.75, 0.0), (1.0, 1.0))}
+SHARED_JOINT = tuple(JOINT)  # the synth run's default (experiments/results/select_reliability_synth)
 # the same with the joint head on stop-gradient tokens and R (model.reliability.joint_detached):
 # its loss cannot reach the encoders, so it adds an expert without retraining the vote's
 JOINT.update({f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else "") + "+detached": {
@@ -83,14 +87,14 @@ JOINT.update({f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+ga
     "model.reliability.joint_detached": True}
     for b, tau in ((0.75, 0.0), (0.9, 0.0), (1.0, 1.0))})
 VARIANTS.update(JOINT)
-SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=tuple(VARIANTS)),
+SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=FIRST_ROUND),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,
                           variants=("paper", "surprisal+agreement+dropout0.3+vote1.0"))}
 SYNTH_FULL = dict(seeds=2, builder="default", eval_examples=2000, noise=protocols.SYNTH_NOISE)
 SYNTH_QUICK = dict(seeds=1, builder="small", eval_examples=128, noise=protocols.SYNTH_NOISE_QUICK)
 # synth (classification): the default against the joint-head variants, on the experiment's own config
 SYNTH_VARIANTS = {v: VARIANTS[v] for v in (DEFAULT, *JOINT)}
-SYNTH_SETTINGS = {"full": dict(SYNTH_FULL, config="trimodal", builder_suffix="", variants=tuple(SYNTH_VARIANTS)),
+SYNTH_SETTINGS = {"full": dict(SYNTH_FULL, config="trimodal", builder_suffix="", variants=(DEFAULT, *SHARED_JOINT)),
                   "quick": dict(SYNTH_QUICK, config="trimodal", builder_suffix="", variants=(DEFAULT, tuple(JOINT)[0]))}
 # synth_regression: the vote's weight beta (model.reliability.decision) on the experiment's config
 REGRESSION_VARIANTS = {f"vote{b:g}": {"model.reliability.decision": b} for b in (0.0, 0.5, 1.0)}

@@ -185,8 +185,11 @@ class IMROModel(nn.Module):
         fused = joint = None
         if get_fusion(s.fusion).kind == "token":
             weights = self._token_weights(estimate, fusion_present)
+            has_vote = (s.task != "generation" and s.reliability.decision > 0
+                        and get_fusion(s.fusion).reliability_vote)
             fusion_tokens, fusion_weights = tokens, weights
-            if s.reliability.joint_detached:  # neither the tokens nor R carry the joint head's gradient
+            if s.reliability.joint_detached and has_vote:  # neither the tokens nor R carry the joint head's
+                # gradient (without a vote the token fusion is the prediction, and this never applies)
                 fusion_tokens, fusion_weights = jax.lax.stop_gradient((tokens, weights))
             fused = self.token_fusion(fusion_tokens, token_mask, fusion_weights, fusion_present, train=train)
             if s.task == "generation":
@@ -195,7 +198,7 @@ class IMROModel(nn.Module):
                 logits = self.decoder(fused, caption, train=train)
             else:
                 logits = self.head(fused)
-                if s.reliability.decision > 0 and get_fusion(s.fusion).reliability_vote:
+                if has_vote:
                     joint = logits
                     beta = vote_weight(s.reliability.decision, s.reliability.decision_gate, estimate.entropy,
                                        fusion_present)

@@ -159,7 +159,9 @@ class ReliabilitySpec:
         flagged modality by the vote.
       joint_detached: the token fusion reads the encoders' tokens and R through a stop-gradient, so its
         head (trained by ``loss.joint_weight``) cannot change the encoders, the unimodal heads and
-        hence the vote: the joint head becomes an extra expert pooled with an unchanged vote.
+        hence the vote: the joint head becomes an extra expert pooled with an unchanged vote. Needs
+        ``decision > 0`` (without the vote the token fusion is the prediction, and detaching it would
+        leave the encoders without the task's gradient); ignored by fusions without the vote.
     """
 
     entropy: str
@@ -189,6 +191,10 @@ class ReliabilitySpec:
                                  "(eps > 0, agreement >= 0, shrinkage in [0, 1], rank int >= 0, "
                                  "quantile in (0, 1), fit_examples int >= 2, decision in [0, 1], vote_power > 0, decision_gate >= 0, "
                                  "joint_detached a bool)")
+        if self.joint_detached and self.decision == 0:
+            raise ValueError("model.reliability.joint_detached=True needs model.reliability.decision > 0: without "
+                             "the vote the token fusion is the prediction, and detaching it would leave the "
+                             "encoders without the task's gradient")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -234,3 +234,21 @@ def test_bad_joint_detached_is_named():
     cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.5, joint_detached=1)
     with pytest.raises(ValueError, match="model.reliability.joint_detached"):
         parse_model_config(cfg)
+
+
+def test_joint_detached_without_the_vote_is_an_error_and_inert_for_fusions_without_one():
+    cfg = tiny_config()
+    cfg.reliability = dict(entropy="predictive", eps=1e-6, decision=0.0, joint_detached=True)
+    with pytest.raises(ValueError, match="joint_detached=True needs model.reliability.decision > 0"):
+        parse_model_config(cfg)
+    # uniform fusion has no vote: its token fusion is the prediction, and the flag changes no gradient
+    cfg = tiny_config("uniform")
+    batch = make_batch(cfg, batch_size=6, seed=7)
+    batch["label"] = np.arange(6) % cfg.num_classes
+    cfg.reliability = dict(cfg.reliability, decision=1.0, joint_detached=False)
+    plain, _ = _gradients(cfg, batch, 0.0)
+    cfg.reliability = dict(cfg.reliability, joint_detached=True)
+    flagged, _ = _gradients(cfg, batch, 0.0)
+    encoders = [k for k in plain if k.startswith("encoders")]
+    assert encoders and any(float(np.sum(np.abs(g))) > 0 for k in encoders for g in jax.tree_util.tree_leaves(plain[k]))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), flagged, plain)
