@@ -2,31 +2,25 @@
 
 ``imro_jax.info.staircase`` with d = 20: the true MI steps through 2, 4, 6, 8, 10 nats (4000 Adam
 steps each, lr 5e-4, batch K = 64, a fresh batch every step). One critic per bound (InfoNCE, NWJ,
-JS, SMILE tau=5, DV, MINE) is trained on the same batches. Writes, under ``--out`` (default ``experiments/results``):
+JS, SMILE tau=5, DV, MINE) is trained on the same batches. Writes, under ``--out`` (default
+``experiments/results/mi_benchmark``), with ``imro_jax.eval.results_files.write_results``:
 
-* ``mi_benchmark.png``: estimate vs. step, one panel per bound, one row per critic type;
-* ``mi_benchmark.md``: bias and variance per bound x MI level x critic, over the last quarter
-  of each stage;
-* ``mi_benchmark.json`` (config, table, runtime) and ``mi_benchmark_raw.npz`` (per-step
-  estimates).
+* ``results.md``: bias and variance per bound x MI level x critic, over the last quarter of each
+  stage; ``summary.json`` the same numbers; ``results.json`` the setting, table and runtime;
+* ``staircase.png``: estimate vs. step, one panel per bound, one row per critic type;
+* ``raw.npz`` (git-ignored): the per-step estimates.
 
 Critics: separable g(x)^T h(y) with 2 x 256 ReLU layers and 32-d embeddings (as the paper);
 concat MLP([x; y]) with 2 x 64 ReLU layers. The paper's concat critic is 256 wide, which costs
 K^2 = 4096 pair evaluations per step and about an hour on 2 CPU cores, so the CPU run narrows
-it to 64 (about 4 minutes); ``--concat-width 256`` restores it on an accelerator.
+it to 64; ``--concat-width 256`` restores it on an accelerator.
 
-Usage::
-
-    python experiments/mi_benchmark.py            # full run, about 10 minutes on 2 CPU cores
-    python experiments/mi_benchmark.py --quick --out /tmp/mi   # CI smoke run, < 1 minute
+    python experiments/mi_benchmark.py [--quick] [--out DIR] [--seed N] [--concat-width W]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -34,10 +28,12 @@ import time
 import jax
 import numpy as np
 
+import common
 from imro_jax.eval import tables
+from imro_jax.eval.results_files import environment, summary_payload, write_results
 from imro_jax.info import staircase
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+NAME = "mi_benchmark"
 BOUNDS = ("infonce", "nwj", "js", "smile", "dv", "mine")
 TITLES = {
     "infonce": "InfoNCE", "nwj": "NWJ", "js": "JS", "smile": "SMILE (tau=5)", "dv": "DV",
@@ -57,26 +53,31 @@ PRESETS = {
 }
 
 
-def markdown_report(stats: dict, config: dict, runtime_s: float) -> str:
+def markdown_report(stats: dict, config: dict, runtime_s: float, command: str) -> str:
     """The results table as markdown: one table per critic, cells "bias / variance"."""
     lines = [
-        "# MI staircase benchmark (Poole et al. 2019, Fig. 2)",
-        "",
+        "# MI staircase benchmark (Poole et al. 2019, Fig. 2)\n",
         f"d = {DIM}, K = {BATCH_SIZE}, Adam {LEARNING_RATE:g}, {config['steps_per_stage']} steps "
         f"per MI level, statistics over the last {int(TAIL_FRACTION * 100)}% of each level. "
-        f"log K = {math.log(BATCH_SIZE):.2f} nats. Runtime {runtime_s:.0f} s on "
-        f"{config['device']}. Command: `{config['command']}`.",
-        "",
-        "Cells: bias (estimate minus true MI, nats) / variance (nats^2).",
-        "",
+        f"log K = {math.log(BATCH_SIZE):.2f} nats. Runtime {runtime_s:.0f} s on {config['device']}.\n",
+        "Cells: bias (estimate minus true MI, nats) / variance (nats^2).\n",
     ]
     for critic_name, critic_stats in stats.items():
         rows = [[TITLES[bound], *(f"{s['bias']:+.2f} / {s['variance']:.2f}"
                                   + (f" ({s['non_finite']} non-finite)" if s["non_finite"] else "")
                                   for s in critic_stats[bound])] for bound in BOUNDS]
-        lines += [f"## {critic_name} critic {config['critics'][critic_name]}", "",
+        lines += [f"## {critic_name} critic {config['critics'][critic_name]}\n",
                   tables.markdown_table(["bound", *(f"MI {mi:g}" for mi in MI_LEVELS)], rows), ""]
+    lines += ["![MI staircase](staircase.png)\n", f"Command: `{command}`"]
     return "\n".join(lines)
+
+
+def summary(stats: dict, command: str) -> dict:
+    """summary.json: ``methods["<critic> <bound>"]["bias@<MI>" | "variance@<MI>"]``, nats."""
+    methods = {f"{critic} {bound}": {f"{key}@{mi:g}": s[key] for mi, s in zip(MI_LEVELS, by_bound[bound])
+                                     for key in ("bias", "variance")}
+               for critic, by_bound in stats.items() for bound in BOUNDS}
+    return summary_payload(command, 1, methods, digits=3)
 
 
 def plot(estimates: dict, steps_per_stage: int, path: pathlib.Path) -> None:
@@ -119,35 +120,27 @@ def plot(estimates: dict, steps_per_stage: int, path: pathlib.Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark and writes its outputs; returns the statistics."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="CI smoke run: 50 steps per level, small critics (< 1 minute)")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--concat-width", type=int, default=None,
-                        help="hidden width of the concat critic (paper: 256; default 64 on CPU)")
-    args = parser.parse_args(argv)
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = common.parse_args(NAME, __doc__.splitlines()[0], argv, extra=lambda parser: (
+        parser.add_argument("--seed", type=int, default=0),
+        parser.add_argument("--concat-width", type=int, default=None,
+                            help="hidden width of the concat critic (paper: 256; default 64 on CPU)")))
+    if args.seeds is not None:
+        raise SystemExit(f"[{NAME}] one seed per run: --seed N picks it (--seeds is not an option here)")
     preset = PRESETS["quick" if args.quick else "full"]
     critics = {"separable": dict(preset["separable"]), "concat": dict(preset["concat"])}
     if args.concat_width is not None:
         critics["concat"]["hidden_dim"] = args.concat_width
-    steps_per_stage = preset["steps_per_stage"]
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    steps_per_stage = args.steps or preset["steps_per_stage"]
     config = {
-        "dim": DIM, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
-        "mi_levels": MI_LEVELS, "steps_per_stage": steps_per_stage, "bounds": BOUNDS,
-        "critics": critics, "seed": args.seed, "tail_fraction": TAIL_FRACTION,
-        "device": f"{jax.devices()[0].platform} ({os.cpu_count()} cores visible)",
-        "command": " ".join(["python experiments/mi_benchmark.py", *(argv or sys.argv[1:])]),
+        "dim": DIM, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "mi_levels": MI_LEVELS,
+        "steps_per_stage": steps_per_stage, "bounds": BOUNDS, "critics": critics, "seed": args.seed,
+        "tail_fraction": TAIL_FRACTION, "device": f"{jax.devices()[0].platform} ({environment()['cpu_count']} cores)",
     }
-
     start = time.perf_counter()
     estimates = {}
     for critic_name, critic_kwargs in critics.items():
-        print(f"training {len(BOUNDS)} bounds with the {critic_name} critic {critic_kwargs}",
-              flush=True)
+        print(f"[{NAME}] training {len(BOUNDS)} bounds with the {critic_name} critic {critic_kwargs}", flush=True)
         estimates[critic_name] = staircase.train_staircase(
             critic_name, critic_kwargs, BOUNDS, MI_LEVELS, steps_per_stage=steps_per_stage, seed=args.seed,
             learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE, dim=DIM)
@@ -155,18 +148,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     stats = {name: staircase.stage_statistics(values, BOUNDS, MI_LEVELS, steps_per_stage=steps_per_stage,
                                               tail_fraction=TAIL_FRACTION) for name, values in estimates.items()}
-    report = markdown_report(stats, config, runtime_s)
-    (out / "mi_benchmark.md").write_text(report)
-    (out / "mi_benchmark.json").write_text(
-        json.dumps({"config": config, "runtime_s": runtime_s, "statistics": stats}, indent=1)
-    )
-    np.savez_compressed(out / "mi_benchmark_raw.npz", bounds=np.array(BOUNDS),
-                        true_mi=np.repeat(MI_LEVELS, steps_per_stage),
+    report = markdown_report(stats, config, runtime_s, args.command)
+    write_results(args.out, {"config": config, "runtime_s": runtime_s, "statistics": stats,
+                             "command": args.command, "environment": environment()},
+                  report, summary(stats, args.command))
+    np.savez_compressed(args.out / "raw.npz", bounds=np.array(BOUNDS), true_mi=np.repeat(MI_LEVELS, steps_per_stage),
                         **{name: values.astype(np.float32) for name, values in estimates.items()})
-    plot(estimates, steps_per_stage, out / "mi_benchmark.png")
+    plot(estimates, steps_per_stage, args.out / "staircase.png")
     print(report)
-    print(f"wrote {out}/mi_benchmark.{{png,md,json}} and mi_benchmark_raw.npz "
-          f"({runtime_s:.0f} s of training)")
     return stats
 
 

@@ -85,7 +85,7 @@ SHARED_JOINT = tuple(JOINT)  # the synth run's default (experiments/results/sele
 JOINT.update({f"surprisal+agreement+dropout0.3+vote{b}+power0.5+joint1" + (f"+gate{tau}" if tau else "") + "+detached": {
     **VARIANTS[DEFAULT], "model.reliability.decision": b, "model.reliability.decision_gate": tau, "loss.joint_weight": 1.0,
     "model.reliability.joint_detached": True}
-    for b, tau in ((0.75, 0.0), (0.9, 0.0), (1.0, 1.0))})
+    for b, tau in ((0.75, 0.0), (0.9, 0.0), (1.0, 1.0), (1.0, 0.25), (1.0, 4.0))})
 VARIANTS.update(JOINT)
 SETTINGS = {"full": dict(seeds=2, sigmas=[0.1, 1.0, 10.0], subset_stride=3, variants=FIRST_ROUND),
             "quick": dict(seeds=1, sigmas=[1.0], subset_stride=10,

@@ -96,7 +96,7 @@ def simulated_cpu_xla_flags() -> str:
     - jaxlib >= 0.11: a jitted program holding an FFT (the spectrogram encoder's log-mel) and a
       collective deadlocks on >= 2 simulated CPU devices: the FFT's parallel tasks wait on XLA:CPU's
       shared Eigen pool while the other devices' threads block in the collective
-      (`experiments/compat/cpu_fft_collective.py` reproduces it). Single-threaded Eigen avoids it.
+      (`python -m imro_jax.perf.cpu_fft_check` reproduces it). Single-threaded Eigen avoids it.
 
     Returns:
         The flags, space separated ("" when none applies).

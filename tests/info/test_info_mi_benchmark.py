@@ -4,10 +4,12 @@ import importlib.util
 import json
 import math
 import pathlib
+import sys
 
 import numpy as np
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "mi_benchmark.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script imports experiments/common.py, as when run
 
 
 def load_script():
@@ -20,10 +22,9 @@ def load_script():
 def test_quick_benchmark_writes_outputs(tmp_path):
     # In-process (the script's main(argv)) to spare a second interpreter and JAX start-up.
     load_script().main(["--quick", "--out", str(tmp_path), "--concat-width", "8"])
-    for name in ("mi_benchmark.png", "mi_benchmark.md", "mi_benchmark.json",
-                 "mi_benchmark_raw.npz"):
+    for name in ("staircase.png", "results.md", "results.json", "summary.json", "raw.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
-    raw = np.load(tmp_path / "mi_benchmark_raw.npz")
+    raw = np.load(tmp_path / "raw.npz")
     bounds = list(raw["bounds"])
     steps = raw["true_mi"].size
     for critic in ("separable", "concat"):
@@ -31,8 +32,12 @@ def test_quick_benchmark_writes_outputs(tmp_path):
         assert estimates.shape == (steps, len(bounds))
         assert np.all(estimates[:, bounds.index("infonce")] <= math.log(64) + 1e-4)
         assert not np.any(np.isnan(estimates))
-    report = (tmp_path / "mi_benchmark.md").read_text()
+    report = (tmp_path / "results.md").read_text()
     assert "| InfoNCE |" in report and "## concat critic" in report
-    summary = json.loads((tmp_path / "mi_benchmark.json").read_text())
-    assert len(summary["statistics"]["separable"]["smile"]) == 5
-    assert summary["config"]["critics"]["concat"]["hidden_dim"] == 8
+    assert "Command: `python experiments/mi_benchmark.py --quick --concat-width 8`" in report  # no --out path
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["statistics"]["separable"]["smile"]) == 5
+    assert results["config"]["critics"]["concat"]["hidden_dim"] == 8
+    summary = json.loads((tmp_path / "summary.json").read_text())  # the table's numbers, as the README quotes them
+    bias = results["statistics"]["concat"]["infonce"][1]["bias"]
+    assert summary["methods"]["concat infonce"]["bias@4"] == round(bias, 3) and summary["seeds"] == 1

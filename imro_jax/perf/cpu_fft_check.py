@@ -1,6 +1,6 @@
 """Checks the installed jax for the XLA:CPU deadlock of an FFT inside a multi-device program.
 
-    python experiments/compat/cpu_fft_collective.py [--devices 2] [--timeout 60]
+    python -m imro_jax.perf.cpu_fft_check [--devices 2] [--timeout 60]
 
 With jax 0.11.2 (Python 3.12, 2026-11), a jitted step whose gradient needs a collective and
 whose forward holds an FFT (as the spectrogram encoder's log-mel front end does) never finishes
