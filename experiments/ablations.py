@@ -43,7 +43,8 @@ DEFAULT = "IMRO (surprisal H, agreement, modality dropout, R-weighted vote)"
 VARIANTS = {
     DEFAULT: {},
     "paper estimator: predictive H, no agreement": common.PAPER_RELIABILITY,
-    "no vote: the R-scaled token fusion alone": {"model.reliability.decision": 0.0},
+    "no vote: the R-scaled token fusion alone": {"model.reliability.decision": 0.0,
+                                                 "model.reliability.joint_detached": False},
     "vote weights R itself (vote_power 1, not R^0.5)": {"model.reliability.vote_power": 1.0},
     "no agreement": {"model.reliability.agreement": 0.0},
     "no modality dropout": {"model.modality_dropout": 0.0},

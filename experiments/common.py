@@ -33,7 +33,7 @@ RESULTS = REPO / "experiments" / "results"
 # default IMRO; "imro_paper" is the paper's estimator taken literally (R from the unimodal
 # head's predictive entropy alone, no agreement term), trained the same way.
 PAPER_RELIABILITY = {"model.reliability.entropy": "predictive", "model.reliability.agreement": 0.0,
-                     "model.reliability.decision": 0.0}
+                     "model.reliability.decision": 0.0, "model.reliability.joint_detached": False}
 METHODS = {"imro": {}, "imro_paper": PAPER_RELIABILITY,
            **{f: {"model.fusion": f} for f in registry.FUSIONS if f != "imro"}}
 TOKEN_METHODS = tuple(m for m, o in METHODS.items() if registry.FUSIONS[o.get("model.fusion", "imro")].kind == "token")

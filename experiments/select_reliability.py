@@ -46,7 +46,7 @@ from imro_jax.train import run_cache
 
 NAME = "select_reliability"
 TRAIN, VALIDATION = "train[:80%]", "train[80%:]"
-SURPRISAL = {"model.reliability.entropy": "surprisal", "model.reliability.decision": 0.0}
+SURPRISAL = {"model.reliability.entropy": "surprisal", "model.reliability.decision": 0.0}  # (on ROUND_BASE)
 VARIANTS = {  # name -> overrides on the handwritten config (modality dropout applies to all fusions)
     "paper": {**common.PAPER_RELIABILITY, "model.modality_dropout": 0.0},
     "paper+dropout": {**common.PAPER_RELIABILITY, "model.modality_dropout": 0.3},
@@ -104,8 +104,13 @@ REGRESSION_SETTINGS = {"full": dict(SYNTH_FULL, config="synth_regression", build
                                      variants=("vote0", "vote1"))}
 
 
+# the variants are changes to the Handwritten config as the rounds above found it (no joint head, no
+# gate), so that their committed results reproduce after the config took the last round's choice
+ROUND_BASE = {"model.reliability.decision_gate": 0.0, "model.reliability.joint_detached": False, "loss.joint_weight": 0.0}
+
+
 def handwritten_overrides(args, setting) -> dict:
-    return {**common.train_overrides(args), "data.train_split": TRAIN}
+    return {**common.train_overrides(args), "data.train_split": TRAIN, **ROUND_BASE}
 
 
 def handwritten_validation(args, setting):
