@@ -43,8 +43,7 @@ DEFAULT = "IMRO (surprisal H, agreement, modality dropout, R-weighted vote)"
 VARIANTS = {
     DEFAULT: {},
     "paper estimator: predictive H, no agreement": common.PAPER_RELIABILITY,
-    "no vote: the R-scaled token fusion alone": {"model.reliability.decision": 0.0,
-                                                 "model.reliability.joint_detached": False},
+    "no vote: the R-scaled token fusion alone": common.NO_VOTE,
     "vote weights R itself (vote_power 1, not R^0.5)": {"model.reliability.vote_power": 1.0},
     "no agreement": {"model.reliability.agreement": 0.0},
     "no modality dropout": {"model.modality_dropout": 0.0},

@@ -32,8 +32,10 @@ RESULTS = REPO / "experiments" / "results"
 # A method is a fusion plus the overrides that define it. "imro" is the experiment config's
 # default IMRO; "imro_paper" is the paper's estimator taken literally (R from the unimodal
 # head's predictive entropy alone, no agreement term), trained the same way.
-PAPER_RELIABILITY = {"model.reliability.entropy": "predictive", "model.reliability.agreement": 0.0,
-                     "model.reliability.decision": 0.0, "model.reliability.joint_detached": False}
+# No reliability vote: the prediction is the R-scaled token fusion's, so the fusion must stay attached to
+# the encoders (joint_detached needs the vote; Handwritten's config detaches it).
+NO_VOTE = {"model.reliability.decision": 0.0, "model.reliability.joint_detached": False}
+PAPER_RELIABILITY = {"model.reliability.entropy": "predictive", "model.reliability.agreement": 0.0, **NO_VOTE}
 METHODS = {"imro": {}, "imro_paper": PAPER_RELIABILITY,
            **{f: {"model.fusion": f} for f in registry.FUSIONS if f != "imro"}}
 TOKEN_METHODS = tuple(m for m, o in METHODS.items() if registry.FUSIONS[o.get("model.fusion", "imro")].kind == "token")

@@ -34,7 +34,7 @@ from imro_jax.train.model_task import model_task
 
 NAME = "stability"
 # IMRO with its token fusion alone (the ablation "no vote"; module docstring: the bound is about Z)
-METHODS = {"imro": {"model.reliability.decision": 0.0, "model.reliability.joint_detached": False}, "uniform": {}}
+METHODS = {"imro": common.NO_VOTE, "uniform": {}}
 SETTINGS = {
     "full": dict(seeds=5, measure_every=50, samples=32),
     "quick": dict(seeds=1, measure_every=common.QUICK_STEPS // 2, samples=8),
