@@ -2,10 +2,14 @@
 
     python experiments/ablations.py [--quick] [--out DIR] [--seeds N] [--steps N] [--datasets ...]
 
+``--datasets`` reruns some datasets only: the others' tables are kept from ``DIR/results.json`` when it
+holds a run of the same mode, each with the command that made it (``commands`` in the results).
+
 Each variant changes one thing of the IMRO config (``experiments/configs/handwritten.py`` and
 ``trimodal.py``) and is trained with ``imro_jax.train``: lambda1 = 0, lambda2 = 0, both 0, R fixed
 uniform (the same model and loss with ``model.fusion = "uniform"``), the paper's estimator,
-no R-weighted vote (the token fusion alone), no cross-modal agreement, no modality dropout, a low-rank density, each entropy estimator
+no R-weighted vote (the token fusion alone), on Handwritten no gate (the vote alone, without the
+token fusion head trained beside it: its default before the gate), no cross-modal agreement, no modality dropout, a low-rank density, each entropy estimator
 (``model.reliability.entropy``), each MI bound for the training-time I term (``loss.mi_bound``),
 and R unnormalised (``model.reliability.normalize = False``: the raw ratio I / (H + eps)).
 
@@ -20,6 +24,7 @@ missing (mean over the 6 patterns), under conflict, and Spearman(R, q).
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -40,10 +45,14 @@ NAME = "ablations"
 
 # Each variant: its config overrides.
 DEFAULT = "IMRO (surprisal H, agreement, modality dropout, R-weighted vote)"
+NO_GATE = "no gate: the vote alone, no joint head (Handwritten's default before the gate)"
+ONLY_ON = {NO_GATE: "handwritten"}  # variants that would change nothing on the other config
 VARIANTS = {
     DEFAULT: {},
     "paper estimator: predictive H, no agreement": common.PAPER_RELIABILITY,
     "no vote: the R-scaled token fusion alone": common.NO_VOTE,
+    NO_GATE: {"model.reliability.decision_gate": 0.0, "model.reliability.joint_detached": False,
+              "loss.joint_weight": 0.0},
     "vote weights R itself (vote_power 1, not R^0.5)": {"model.reliability.vote_power": 1.0},
     "no agreement": {"model.reliability.agreement": 0.0},
     "no modality dropout": {"model.modality_dropout": 0.0},
@@ -116,37 +125,62 @@ def main(argv=None) -> dict:
                             help="datasets to run (default: both; --quick: handwritten)")))
     setting["datasets"] = tuple(args.datasets or setting["datasets"])
     numbers, steps = {}, {}  # dataset -> variant -> list over seeds of {column: value}; dataset -> train steps
+    kept = kept_datasets(args.out, mode, setting["datasets"])
     for dataset in setting["datasets"]:
         overrides = common.train_overrides(args, full_steps=protocols.SYNTH_TRAIN_STEPS if dataset == "synth" else None)
         if dataset == "synth":
             overrides["data.builder_config"] = setting["synth"]["builder"]
         steps[dataset] = common.load_config(CONFIGS[dataset], overrides).train.num_steps
         data = None
-        numbers[dataset] = {v: [] for v in setting["variants"]}
+        variants = [v for v in setting["variants"] if ONLY_ON.get(v, dataset) == dataset]
+        numbers[dataset] = {v: [] for v in variants}
         for seed in range(setting["seeds"]):
-            for variant in setting["variants"]:
+            for variant in variants:
                 config = common.load_config(CONFIGS[dataset], {**overrides, "seed": seed})
                 config = with_overrides(config, VARIANTS[variant])
                 trained = run_cache.train_or_reuse(config, args.workdir)
                 data = data or load_data(dataset, config, setting[dataset])
                 numbers[dataset][variant].append(NUMBERS[dataset](trained, data, seed, setting[dataset]))
                 print(f"[{NAME}] {dataset} seed {seed} {variant}: {numbers[dataset][variant][-1]}", flush=True)
-            payload, markdown = write(numbers, steps, mode, args)  # after every seed: a killed run keeps its seeds
+            payload, markdown = write(numbers, steps, mode, args, kept)  # after every seed: a killed run keeps its seeds
     print(markdown)
     return payload
 
 
-def write(numbers, steps, mode, args) -> tuple[dict, str]:
-    """Writes the results of the seeds done so far (a dataset in progress counts its finished seeds)."""
+def kept_datasets(out, mode: str, running) -> dict:
+    """The datasets of ``out/results.json`` (a run of the same mode) that this run does not redo:
+    ``{"numbers", "steps", "commands", "environments"}``, each keyed by dataset (empty if none)."""
+    path = out / "results.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old.get("mode") != mode:
+        return {"numbers": {}, "steps": {}, "commands": {}, "environments": {}}
+    other = [d for d in old["numbers"] if d not in running]
+    legacy = json.loads((out / "summary.json").read_text())["command"] if "commands" not in old else None
+    commands = old.get("commands") or {d: legacy for d in old["numbers"]}  # before per-dataset commands
+    environments = old.get("environments") or {d: old["environment"] for d in old["numbers"]}
+    in_order = lambda table: {v: table[v] for v in sorted(table, key=lambda v: (v not in VARIANTS, list(VARIANTS).index(v)
+                                                                               if v in VARIANTS else 0))}
+    return {"numbers": {d: in_order(old["numbers"][d]) for d in other}, "steps": {d: old["steps"][d] for d in other},
+            "commands": {d: commands[d] for d in other}, "environments": {d: environments[d] for d in other}}
+
+
+def write(numbers, steps, mode, args, kept) -> tuple[dict, str]:
+    """Writes the results of the seeds done so far (a dataset in progress counts its finished seeds),
+    after the ``kept`` datasets of an earlier run (:func:`kept_datasets`)."""
     done = {d: {v: seeds[:min(map(len, by_variant.values()))] for v, seeds in by_variant.items()}
             for d, by_variant in numbers.items()}
-    done = {d: by_variant for d, by_variant in done.items() if min(map(len, by_variant.values()))}
+    done = {**kept["numbers"], **{d: by_variant for d, by_variant in done.items() if min(map(len, by_variant.values()))}}
+    done = {d: done[d] for d in CONFIGS if d in done}
     seeds = {d: len(next(iter(by_variant.values()))) for d, by_variant in done.items()}
+    steps = {**kept["steps"], **steps}
     steps = {d: steps[d] for d in done}
-    markdown = render(done, seeds, mode, steps, args.command)
-    payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS,
-               "numbers": done, "environment": environment()}
-    write_results(args.out, payload, markdown, summary=summary(done, seeds, args.command))
+    commands = {d: kept["commands"].get(d, args.command) for d in done}
+    environments = {d: kept["environments"].get(d, environment()) for d in done}
+    command = " && ".join(dict.fromkeys(commands[d] for d in sorted(done, key=lambda d: d not in kept["numbers"])))
+    markdown = render(done, seeds, mode, steps, commands)
+    payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS, "numbers": done,
+               "command": command, "commands": commands, "environments": environments}
+    write_results(args.out, payload, markdown, summary=summary(done, seeds, command))
     return payload, markdown
 
 
@@ -168,7 +202,7 @@ def summary(numbers, seeds: dict[str, int], command: str) -> dict:
                            seeds_per_dataset=seeds)
 
 
-def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
+def render(numbers, seeds: dict[str, int], mode, steps, commands: dict[str, str]) -> str:
     label = common.run_label(mode, min(seeds.values(), default=0), SETTINGS[mode]["seeds"])
     skipped = [d for d in SETTINGS[mode]["datasets"] if d not in numbers]
     if mode == "full" and skipped:
@@ -181,8 +215,8 @@ def render(numbers, seeds: dict[str, int], mode, steps, command: str) -> str:
         for variant, seeds in by_variant.items():
             rows.append([variant, *(tables.fmt([s[c] for s in seeds], scale=1 if _unitless(c) else 100,
                                                digits=3 if _unitless(c) else 1) for c in columns)])
-        md += [f"## {dataset}\n", tables.markdown_table(["variant", *columns], rows), ""]
-    md += [f"Command: `{command}`"]
+        md += [f"## {dataset}\n", tables.markdown_table(["variant", *columns], rows), "",
+               f"Command: `{commands[dataset]}`", ""]
     return "\n".join(md)
 
 
