@@ -176,7 +176,8 @@ def write(numbers, steps, mode, args, kept) -> tuple[dict, str]:
     steps = {d: steps[d] for d in done}
     commands = {d: kept["commands"].get(d, args.command) for d in done}
     environments = {d: kept["environments"].get(d, environment()) for d in done}
-    command = " && ".join(dict.fromkeys(commands[d] for d in sorted(done, key=lambda d: d not in kept["numbers"])))
+    in_run_order = sorted(done, key=lambda d: (environments[d].get("date", ""), d not in kept["numbers"]))
+    command = " && ".join(dict.fromkeys(commands[d] for d in in_run_order))  # the chain that remakes the file
     markdown = render(done, seeds, mode, steps, commands)
     payload = {"mode": mode, "seeds": seeds, "steps": steps, "variants": VARIANTS, "numbers": done,
                "command": command, "commands": commands, "environments": environments}
