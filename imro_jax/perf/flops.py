@@ -153,13 +153,16 @@ def hand_count(model_config: Any, input_shapes: Mapping[str, tuple[int, ...]], *
     ]
     n = max(lengths)
     fusion = get_fusion(spec.fusion)
+    # a detached joint head (beside the vote) reads the tokens and R through a stop-gradient: its K/V
+    # projections differentiate the weights only, and R gets no gradient from the weighted sum
+    detached = spec.reliability.joint_detached and spec.reliability.decision > 0 and fusion.reliability_vote
     if fusion.kind == "token" and not fusion.joint:
         terms += [
             Term("fusion/query", 2 * batch * f * d * d, 2),
-            Term("fusion/key_value", 2 * 2 * batch * m * n * d * d, 2),
+            Term("fusion/key_value", 2 * 2 * batch * m * n * d * d, 1 if detached else 2),
             Term("fusion/scores", 2 * batch * m * f * n * d, 2),
             Term("fusion/attend", 2 * batch * m * f * n * d, 2),
-            Term("fusion/weighted_sum", 2 * batch * m * f * d, 2 if fusion.learned_weights else 1),
+            Term("fusion/weighted_sum", 2 * batch * m * f * d, 2 if fusion.learned_weights and not detached else 1),
             Term("fusion/out", 2 * batch * f * d * d, 2),
             Term("fusion/mlp", 2 * 2 * batch * f * d * h, 2),
         ]

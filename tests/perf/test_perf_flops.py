@@ -19,6 +19,7 @@ from imro_jax.train import model_fns
 
 @pytest.mark.parametrize("config_name, fusion", [
     ("trimodal", "imro"), ("bench_tiny", "uniform"), ("bench_tiny", "concat"), ("bench_tiny", "late"),
+    ("handwritten", "imro"),  # the vote with the detached joint head: K/V and R get no gradient from it
 ])
 def test_hand_flop_count_equals_jaxpr_count(config_name, fusion):
     """Hand-counted matmul FLOPs = dot_general FLOPs of the traced forward and gradient."""
@@ -28,6 +29,8 @@ def test_hand_flop_count_equals_jaxpr_count(config_name, fusion):
     else:
         config = load(config_name, fusion=fusion)
         batch = perf.synthetic_batch(config.model, 3, feature_length=5)
+    if config_name == "handwritten":
+        assert config.model.reliability.joint_detached and config.model.reliability.decision > 0
     fns = model_fns.model_functions(config)
     params = nn.unbox(jax.eval_shape(lambda: fns.init_fn(jax.random.key(0), batch)))["params"]
 
